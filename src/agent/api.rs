@@ -1,0 +1,168 @@
+//! The agent's HTTP API, called by the console: `GET /v1/health`, authenticated with the console token.
+//!
+//! Every answer, errors included, is JSON in the protocol's shapes, so the console parses one format.
+
+use super::checks::SelfChecks;
+use super::config::sha256_hex;
+use crate::protocol::{AgentHealth, ErrorBody, ErrorDetail, AGENT_API, VERSION};
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+
+pub(crate) struct ApiState {
+    pub agent_id: String,
+    /// From `credential.json`, already checked to be lowercase hex.
+    pub console_token_sha256: String,
+    pub started: Instant,
+    pub checks: Arc<SelfChecks>,
+}
+
+pub(crate) fn router(state: ApiState) -> Router {
+    Router::new()
+        .route(&format!("{AGENT_API}/health"), get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .with_state(Arc::new(state))
+}
+
+async fn health(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if !bearer_matches(&headers, &state.console_token_sha256) {
+        let body = error_body("unauthorized", "a valid console token is required");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(WWW_AUTHENTICATE, "Bearer")],
+            body,
+        )
+            .into_response();
+    }
+    Json(AgentHealth {
+        agent_id: state.agent_id.clone(),
+        version: VERSION.to_owned(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        checks: state.checks.run().await,
+    })
+    .into_response()
+}
+
+async fn not_found(uri: Uri) -> (StatusCode, Json<ErrorBody>) {
+    let message = format!("no route for {}", uri.path());
+    (StatusCode::NOT_FOUND, error_body("not_found", &message))
+}
+
+/// Only the token's hash is stored, so the presented token is hashed and the digests compared, in
+/// constant time so response timing says nothing about how close a guess was.
+fn bearer_matches(headers: &HeaderMap, expected_sha256: &str) -> bool {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token {
+        Some(token) => sha256_hex(token)
+            .as_bytes()
+            .ct_eq(expected_sha256.as_bytes())
+            .into(),
+        None => false,
+    }
+}
+
+fn error_body(code: &str, message: &str) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{HeaderValue, Request};
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "console-token-123";
+
+    fn accepts(authorization: Option<&str>) -> bool {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
+        }
+        bearer_matches(&headers, &sha256_hex(TOKEN))
+    }
+
+    #[test]
+    fn right_token_is_accepted() {
+        assert!(accepts(Some(&format!("Bearer {TOKEN}"))));
+        assert!(accepts(Some(&format!("bearer {TOKEN}"))));
+    }
+
+    #[test]
+    fn wrong_or_missing_token_is_refused() {
+        assert!(!accepts(None));
+        assert!(!accepts(Some("Bearer wrong")));
+        assert!(!accepts(Some("Bearer ")));
+        assert!(!accepts(Some(TOKEN)));
+        assert!(!accepts(Some(&format!("Basic {TOKEN}"))));
+        // The stored hash is not a token.
+        assert!(!accepts(Some(&format!("Bearer {}", sha256_hex(TOKEN)))));
+    }
+
+    async fn call(
+        dir: &std::path::Path,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let state = ApiState {
+            agent_id: "agent-1".into(),
+            console_token_sha256: sha256_hex(TOKEN),
+            started: Instant::now(),
+            checks: Arc::new(SelfChecks::new(
+                dir.to_path_buf(),
+                "127.0.0.1:4000".parse().expect("addr"),
+            )),
+        };
+        let mut request = Request::builder().uri(uri);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = router(state)
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    #[tokio::test]
+    async fn health_requires_the_console_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+
+        let (status, body) = call(dir.path(), "/v1/health", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["agent_id"], "agent-1");
+        assert_eq!(body["version"], VERSION);
+        assert!(body["checks"].as_array().is_some_and(|c| c.len() == 3));
+
+        for token in [None, Some("wrong")] {
+            let (status, body) = call(dir.path(), "/v1/health", token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+
+        let (status, body) = call(dir.path(), "/v1/nothing", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+}

@@ -1,0 +1,192 @@
+//! HTTP client for the console's agent API (`enroll`, `heartbeat`, `whoami`).
+//!
+//! Every failure becomes a [`ConsoleError`] that tells "could not talk to the console" apart from
+//! "the console answered no", because install, run and status each react differently to the two.
+
+use crate::protocol::{
+    EnrollRequest, EnrollResponse, ErrorBody, Heartbeat, HeartbeatResponse, WhoAmI,
+    CONSOLE_AGENT_API, VERSION,
+};
+use anyhow::{bail, Context, Result};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConsoleError {
+    #[error("cannot reach the console at {url}: {cause}. Check the URL and that `hybridsync serve` is running")]
+    Unreachable { url: String, cause: String },
+    /// The console's own JSON error.
+    #[error("{message} (console answered HTTP {status}, {code})")]
+    Refused {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// An answer that is not the console's JSON: a proxy, another server, or a console bug.
+    #[error("the server at {url} answered HTTP {status} with {detail}")]
+    Unexpected {
+        url: String,
+        status: StatusCode,
+        detail: String,
+    },
+}
+
+impl ConsoleError {
+    /// The HTTP status, when the console answered at all.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ConsoleError::Unreachable { .. } => None,
+            ConsoleError::Refused { status, .. } | ConsoleError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+        }
+    }
+
+    /// Worth retrying soon: the console may come back, whereas a 4xx will not change by retrying.
+    pub fn is_transient(&self) -> bool {
+        self.status().is_none_or(|s| s.is_server_error())
+    }
+}
+
+/// Checks the console URL an operator typed and drops trailing slashes, so endpoint paths can be
+/// appended to it.
+pub(crate) fn normalize_url(raw: &str) -> Result<String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed).with_context(|| format!("invalid console URL {raw:?}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("invalid console URL {raw:?}: expected http://HOST:PORT or https://HOST");
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub(crate) struct Console {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Console {
+    /// `url` must come from [`normalize_url`].
+    pub fn new(url: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(format!("hybridsync-agent/{VERSION}"))
+            .build()
+            .context("cannot create the HTTP client")?;
+        Ok(Self {
+            http,
+            url: url.to_owned(),
+        })
+    }
+
+    pub async fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ConsoleError> {
+        self.send(self.http.post(self.endpoint("enroll")).json(request))
+            .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        agent_credential: &str,
+        heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatResponse, ConsoleError> {
+        let request = self
+            .http
+            .post(self.endpoint("heartbeat"))
+            .bearer_auth(agent_credential)
+            .json(heartbeat);
+        self.send(request).await
+    }
+
+    pub async fn whoami(&self, agent_credential: &str) -> Result<WhoAmI, ConsoleError> {
+        let request = self
+            .http
+            .get(self.endpoint("whoami"))
+            .bearer_auth(agent_credential);
+        self.send(request).await
+    }
+
+    fn endpoint(&self, name: &str) -> String {
+        format!("{}{CONSOLE_AGENT_API}/{name}", self.url)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ConsoleError> {
+        let unreachable = |e: reqwest::Error| ConsoleError::Unreachable {
+            url: self.url.clone(),
+            cause: transport_cause(&e),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unreachable)?;
+        let unexpected = |detail: String| ConsoleError::Unexpected {
+            url: self.url.clone(),
+            status,
+            detail,
+        };
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| unexpected(format!("a body that is not the expected JSON ({e})")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(ErrorBody { error }) => Err(ConsoleError::Refused {
+                status,
+                code: error.code,
+                message: error.message,
+            }),
+            Err(_) => Err(unexpected(
+                "a body that is not a console error; is this the console's URL?".to_owned(),
+            )),
+        }
+    }
+}
+
+/// What went wrong on the wire, without reqwest's outer "error sending request for url (...)", which
+/// only repeats the URL: the innermost source ("Connection refused", a DNS or TLS failure) says it.
+fn transport_cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_url_is_checked_and_trimmed() {
+        assert_eq!(
+            normalize_url(" http://127.0.0.1:8720/ ").expect("valid"),
+            "http://127.0.0.1:8720"
+        );
+        assert!(normalize_url("127.0.0.1:8720").is_err());
+        assert!(normalize_url("ftp://console").is_err());
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_unreachable() {
+        // Bind then drop, so the port is (almost certainly) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let err = Console::new(&url)
+            .expect("client")
+            .whoami("credential")
+            .await
+            .expect_err("must fail");
+        assert!(err.is_transient());
+        assert_eq!(err.status(), None);
+        let message = err.to_string();
+        assert!(message.contains(&url), "{message}");
+        assert!(message.contains("hybridsync serve"), "{message}");
+    }
+}

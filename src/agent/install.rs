@@ -1,0 +1,80 @@
+//! `hybridsync agent install`: enrolls this machine with a console and writes the agent's files.
+
+use super::config::{sha256_hex, Agent, AgentConfig, Credential};
+use super::console::{normalize_url, Console};
+use crate::cli::AgentInstallArgs;
+use crate::protocol::{EnrollRequest, ExistingAgent, VERSION};
+use anyhow::{anyhow, bail, Context, Result};
+
+pub async fn install(args: AgentInstallArgs) -> Result<()> {
+    let console_url = normalize_url(&args.console)?;
+    let machine_name = match args.machine_name {
+        Some(name) => name.trim().to_owned(),
+        None => host_name()?,
+    };
+    if machine_name.is_empty() {
+        bail!("--machine-name must not be empty");
+    }
+    // Presenting the previous credential lets the console keep the agent's id and history.
+    let existing = Agent::load_existing(&args.data_dir)?.map(|agent| ExistingAgent {
+        agent_id: agent.config.agent_id,
+        agent_credential: agent.credential.agent_credential,
+    });
+    let previous_id = existing.as_ref().map(|e| e.agent_id.clone());
+    let request = EnrollRequest {
+        enrollment_token: args.enrollment_token,
+        machine_name: machine_name.clone(),
+        extension: args.extension,
+        environment: args.environment,
+        version: VERSION.to_owned(),
+        existing,
+    };
+
+    let enrolled = Console::new(&console_url)?
+        .enroll(&request)
+        .await
+        .map_err(|e| anyhow!("enrollment failed: {e}"))?;
+
+    let agent = Agent {
+        config: AgentConfig {
+            console_url: console_url.clone(),
+            agent_id: enrolled.agent_id,
+            machine_name,
+            listen: args.listen,
+            extension: args.extension,
+            environment: enrolled.environment,
+        },
+        credential: Credential {
+            agent_credential: enrolled.agent_credential,
+            console_token_sha256: sha256_hex(&enrolled.console_token),
+        },
+    };
+    agent.save(&args.data_dir)?;
+
+    let agent_id = &agent.config.agent_id;
+    let note = if enrolled.reinstalled {
+        " (re-install: kept the same agent id)".to_owned()
+    } else if let Some(previous) = previous_id {
+        format!(
+            " (the console did not recognise the previous agent {previous}: this is a new agent)"
+        )
+    } else {
+        String::new()
+    };
+    println!("Agent {agent_id} registered with {console_url}{note}");
+    println!(
+        "Start it with: hybridsync agent run --data-dir {}",
+        args.data_dir.display()
+    );
+    Ok(())
+}
+
+/// The name the console shows when `--machine-name` is not given.
+fn host_name() -> Result<String> {
+    let non_empty = |name: String| Some(name.trim().to_owned()).filter(|n| !n.is_empty());
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .and_then(non_empty)
+        .or_else(|| std::env::var("HOSTNAME").ok().and_then(non_empty))
+        .context("cannot tell this machine's host name (no /etc/hostname, no HOSTNAME): pass --machine-name")
+}

@@ -1,0 +1,162 @@
+//! Command-line interface: every subcommand of the `hybridsync` binary and its flags.
+//!
+//! Only parsing lives here; each subcommand hands its typed arguments to the module that owns it
+//! (`console` for `serve` and `admin`, `agent` for `agent …`).
+
+use crate::protocol::{Environment, Extension};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "hybridsync", version, about = "Self-hosted cloud sync: console and provisioning agent")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the console (web UI, JSON API, agent endpoints).
+    Serve(ServeArgs),
+    /// Administer the console's data directory from a script (works while the console runs).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Install, run and inspect a provisioning agent.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+/// Parses durations such as `30s`, `90s`, `1h`, `10d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 5m, 1h, 10d)"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HYBRIDSYNC_LISTEN", default_value = "127.0.0.1:8720")]
+    pub listen: SocketAddr,
+    /// Directory holding the SQLite database and the console key.
+    #[arg(long, env = "HYBRIDSYNC_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The URL administrators and agents use to reach this console (defaults to http://LISTEN).
+    #[arg(long, env = "HYBRIDSYNC_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Cloud environment this console serves; agents installed for another one are refused.
+    #[arg(long, default_value = "public")]
+    pub environment: Environment,
+    /// An agent with no heartbeat for this long is unhealthy.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub unhealthy_after: Duration,
+    /// An agent with no contact for this long is inactive.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub inactive_after: Duration,
+    /// Inactive agents leave the default Agents list after this long (a filter still shows them).
+    #[arg(long, default_value = "10d", value_parser = parse_duration)]
+    pub hide_inactive_after: Duration,
+    /// How often the console polls each active agent's health endpoint.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Timeout of one health poll.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll_timeout: Duration,
+    /// Polls in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub poll_concurrency: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a console account; the password is read from standard input.
+    CreateUser(CreateUserArgs),
+    /// Print a new API bearer token acting with a user's role.
+    CreateApiToken(CreateApiTokenArgs),
+    /// Print a new enrollment token for `hybridsync agent install`.
+    CreateEnrollmentToken(CreateEnrollmentTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateUserArgs {
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub username: String,
+    /// global-administrator, hybrid-identity-administrator or global-reader.
+    #[arg(long)]
+    pub role: String,
+    /// Read the password from standard input (required: passwords never go on the command line).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateApiTokenArgs {
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub username: String,
+    /// A label to recognise the token by.
+    #[arg(long, default_value = "cli")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateEnrollmentTokenArgs {
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub expires: Duration,
+    /// How many agents may enroll with it.
+    #[arg(long, default_value_t = 1)]
+    pub max_uses: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register this machine with a console and write the agent's config and credential.
+    Install(AgentInstallArgs),
+    /// Run the agent service: heartbeats to the console and the agent's HTTP API.
+    Run(AgentRunArgs),
+    /// Verify the local agent: its identity and whether the console is reachable and knows it.
+    Status(AgentStatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentInstallArgs {
+    /// The console's URL, e.g. http://127.0.0.1:8720.
+    #[arg(long)]
+    pub console: String,
+    /// An enrollment token from Cloud sync > Agents > Download on-premises agent.
+    #[arg(long, env = "HYBRIDSYNC_ENROLLMENT_TOKEN")]
+    pub enrollment_token: String,
+    /// Where the agent keeps its config and credential.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The name shown in the console (defaults to the host name).
+    #[arg(long)]
+    pub machine_name: Option<String>,
+    /// Address of the agent's HTTP API; port 0 picks a free port at each start.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "cloud-sync")]
+    pub extension: Extension,
+    #[arg(long, default_value = "public")]
+    pub environment: Environment,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentRunArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentStatusArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}

@@ -1,0 +1,136 @@
+//! The console process: `hybridsync serve` and the `hybridsync admin …` commands.
+
+pub mod accounts;
+pub mod enrollment;
+
+use crate::auth::tokens::{self, ConsoleKey};
+use crate::auth::Role;
+use crate::cli::{AdminCommand, ServeArgs};
+use crate::fleet::health::Thresholds;
+use crate::fleet::{Fleet, FleetConfig};
+use crate::state::{AppState, ConsoleSettings};
+use crate::{db, web};
+use anyhow::Context;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Builds the application state from the data dir: database (migrated), console key, fleet.
+pub async fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
+    let db = db::open(&args.data_dir).await?;
+    let key = ConsoleKey::load_or_create(&args.data_dir)?;
+    let config = FleetConfig {
+        environment: args.environment,
+        thresholds: Thresholds { unhealthy_after: args.unhealthy_after, inactive_after: args.inactive_after },
+        hide_inactive_after: args.hide_inactive_after,
+        poll_interval: args.poll_interval,
+        poll_timeout: args.poll_timeout,
+        poll_concurrency: args.poll_concurrency,
+    };
+    let fleet = Arc::new(Fleet::load(db.clone(), key.clone(), config).await?);
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen))
+        .trim_end_matches('/')
+        .to_string();
+    let setup_token = if db::accounts::count(&db).await? == 0 {
+        Some(tokens::generate("setup_"))
+    } else {
+        None
+    };
+    Ok(AppState {
+        db,
+        fleet,
+        key,
+        settings: Arc::new(ConsoleSettings { public_url, session_lifetime: Duration::from_secs(12 * 3600) }),
+        setup_token: Arc::new(Mutex::new(setup_token)),
+    })
+}
+
+/// `hybridsync serve`: runs until SIGINT or SIGTERM, then writes pending agent state and exits.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let state = build_state(&args).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, data_dir = %args.data_dir.display(), environment = %args.environment, "console listening");
+    if let Some(token) = state.setup_token.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+        // Printed, not logged: the link is meant for the person who started the console.
+        println!(
+            "No administrator yet. Open {}/setup?token={token} to create the first Global Administrator.",
+            state.settings.public_url
+        );
+    }
+    println!("hybridsync console listening on http://{local}");
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(state.fleet.clone().run_background(shutdown_rx));
+    let sessions = tokio::spawn(expire_sessions(state.db.clone()));
+
+    let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    sessions.abort();
+    background.await.context("the fleet background task failed")?;
+    Ok(())
+}
+
+async fn expire_sessions(db: sqlx::SqlitePool) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        if let Err(e) = db::sessions::delete_expired(&db, db::now_ms()).await {
+            tracing::warn!(error = %e, "cannot remove expired sessions");
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// `hybridsync admin …`: works on the data dir directly, also while the console runs (SQLite WAL).
+pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateUser(args) => {
+            let role: Role = args.role.parse().map_err(anyhow::Error::msg)?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let db = db::open(&args.data_dir).await?;
+            accounts::create(&db, "cli", &args.username, password, role).await?;
+            println!("Created {} with role {}.", args.username, role.label());
+        }
+        AdminCommand::CreateApiToken(args) => {
+            let db = db::open(&args.data_dir).await?;
+            let token = accounts::create_api_token(&db, "cli", &args.username, &args.name).await?;
+            println!("{token}");
+        }
+        AdminCommand::CreateEnrollmentToken(args) => {
+            enrollment::validate(args.expires, args.max_uses).map_err(anyhow::Error::msg)?;
+            let db = db::open(&args.data_dir).await?;
+            let created = enrollment::create(&db, "cli", args.expires, args.max_uses).await?;
+            println!("{}", created.token);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The `agent` and `agent_event` tables: the fleet as persisted.
+//!
+//! The console keeps the live fleet in memory (`fleet::Fleet`) and writes heartbeat state here in
+//! batches; enrollment and deletion are written here first, in a transaction, then applied in memory.
+
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AgentRow {
+    pub agent_id: String,
+    pub credential_hash: Vec<u8>,
+    pub console_token_generation: i64,
+    pub machine_name: String,
+    pub external_ip: String,
+    pub listen_addr: Option<String>,
+    pub version: String,
+    pub extension: String,
+    pub environment: String,
+    pub registered_at: i64,
+    pub enrollment_token_id: Option<i64>,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_contact_at: i64,
+    pub heartbeat_interval_seconds: i64,
+    pub uptime_seconds: Option<i64>,
+    pub status: String,
+    pub status_since: i64,
+    pub health: String,
+    pub health_reason: String,
+    pub health_since: i64,
+    pub checks_json: String,
+    pub last_poll_at: Option<i64>,
+    pub last_poll_error: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AgentEventRow {
+    pub agent_event_id: i64,
+    pub agent_id: String,
+    pub at: i64,
+    pub kind: String,
+    pub from_value: Option<String>,
+    pub to_value: String,
+    pub reason: String,
+}
+
+/// A transition or lifecycle event waiting to be written.
+#[derive(Debug, Clone)]
+pub struct NewAgentEvent {
+    pub agent_id: String,
+    pub at: i64,
+    pub kind: &'static str,
+    pub from_value: Option<String>,
+    pub to_value: String,
+    pub reason: String,
+}
+
+pub async fn load_all(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
+    sqlx::query_as("SELECT * FROM agent").fetch_all(pool).await
+}
+
+pub async fn get(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result<Option<AgentRow>> {
+    sqlx::query_as("SELECT * FROM agent WHERE agent_id = ?")
+        .bind(agent_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Inserts a new agent or replaces every column of an existing one (re-install keeps the id).
+pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO agent (agent_id, credential_hash, console_token_generation, machine_name, external_ip, \
+           listen_addr, version, extension, environment, registered_at, enrollment_token_id, last_heartbeat_at, \
+           last_contact_at, heartbeat_interval_seconds, uptime_seconds, status, status_since, health, \
+           health_reason, health_since, checks_json, last_poll_at, last_poll_error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (agent_id) DO UPDATE SET credential_hash = excluded.credential_hash, \
+           console_token_generation = excluded.console_token_generation, machine_name = excluded.machine_name, \
+           external_ip = excluded.external_ip, listen_addr = excluded.listen_addr, version = excluded.version, \
+           extension = excluded.extension, environment = excluded.environment, \
+           enrollment_token_id = excluded.enrollment_token_id, last_heartbeat_at = excluded.last_heartbeat_at, \
+           last_contact_at = excluded.last_contact_at, \
+           heartbeat_interval_seconds = excluded.heartbeat_interval_seconds, \
+           uptime_seconds = excluded.uptime_seconds, status = excluded.status, status_since = excluded.status_since, \
+           health = excluded.health, health_reason = excluded.health_reason, health_since = excluded.health_since, \
+           checks_json = excluded.checks_json, last_poll_at = excluded.last_poll_at, \
+           last_poll_error = excluded.last_poll_error",
+    )
+    .bind(&row.agent_id)
+    .bind(&row.credential_hash)
+    .bind(row.console_token_generation)
+    .bind(&row.machine_name)
+    .bind(&row.external_ip)
+    .bind(&row.listen_addr)
+    .bind(&row.version)
+    .bind(&row.extension)
+    .bind(&row.environment)
+    .bind(row.registered_at)
+    .bind(row.enrollment_token_id)
+    .bind(row.last_heartbeat_at)
+    .bind(row.last_contact_at)
+    .bind(row.heartbeat_interval_seconds)
+    .bind(row.uptime_seconds)
+    .bind(&row.status)
+    .bind(row.status_since)
+    .bind(&row.health)
+    .bind(&row.health_reason)
+    .bind(row.health_since)
+    .bind(&row.checks_json)
+    .bind(row.last_poll_at)
+    .bind(&row.last_poll_error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes the live state of one agent (the columns heartbeats, polls and the sweeper change).
+/// Affects nothing when the agent was deleted meanwhile.
+pub async fn update_live_state(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE agent SET machine_name = ?, external_ip = ?, listen_addr = ?, version = ?, last_heartbeat_at = ?, \
+           last_contact_at = ?, heartbeat_interval_seconds = ?, uptime_seconds = ?, status = ?, status_since = ?, \
+           health = ?, health_reason = ?, health_since = ?, checks_json = ?, last_poll_at = ?, last_poll_error = ? \
+         WHERE agent_id = ?",
+    )
+    .bind(&row.machine_name)
+    .bind(&row.external_ip)
+    .bind(&row.listen_addr)
+    .bind(&row.version)
+    .bind(row.last_heartbeat_at)
+    .bind(row.last_contact_at)
+    .bind(row.heartbeat_interval_seconds)
+    .bind(row.uptime_seconds)
+    .bind(&row.status)
+    .bind(row.status_since)
+    .bind(&row.health)
+    .bind(&row.health_reason)
+    .bind(row.health_since)
+    .bind(&row.checks_json)
+    .bind(row.last_poll_at)
+    .bind(&row.last_poll_error)
+    .bind(&row.agent_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records an event, unless the agent has been deleted meanwhile (then it is dropped on purpose:
+/// the agent's whole history went with it).
+pub async fn insert_event(conn: &mut SqliteConnection, event: &NewAgentEvent) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO agent_event (agent_id, at, kind, from_value, to_value, reason) \
+         SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM agent WHERE agent_id = ?)",
+    )
+    .bind(&event.agent_id)
+    .bind(event.at)
+    .bind(event.kind)
+    .bind(&event.from_value)
+    .bind(&event.to_value)
+    .bind(&event.reason)
+    .bind(&event.agent_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Newest first.
+pub async fn list_events(pool: &SqlitePool, agent_id: &str, limit: i64) -> sqlx::Result<Vec<AgentEventRow>> {
+    sqlx::query_as("SELECT * FROM agent_event WHERE agent_id = ? ORDER BY at DESC, agent_event_id DESC LIMIT ?")
+        .bind(agent_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn delete(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM agent WHERE agent_id = ?")
+        .bind(agent_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

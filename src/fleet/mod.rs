@@ -1,0 +1,739 @@
+//! The live agent fleet: enrollment, heartbeats, health evaluation, polls, deletion.
+//!
+//! The fleet lives in memory so that heartbeats and the Agents page never wait on SQLite: a heartbeat
+//! updates one entry under a short lock and marks it dirty; a flusher writes all dirty agents and pending
+//! transitions in one transaction every [`FLUSH_INTERVAL`] (group commit). Enrollment and deletion are
+//! written to the database first, in a transaction with their audit entry, and only then applied in
+//! memory, so a failed write leaves nothing half-done.
+
+pub mod health;
+pub mod poll;
+
+use crate::auth::tokens::{self, ConsoleKey};
+use crate::db::{self, agents::AgentRow, agents::NewAgentEvent, audit::NewAuditEntry};
+use crate::protocol::{
+    EnrollRequest, EnrollResponse, Environment, Extension, HealthCheck, Heartbeat, HeartbeatResponse, WhoAmI,
+};
+use health::{Health, Observed, Status, Thresholds};
+use serde_json::json;
+use sqlx::SqlitePool;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How often dirty heartbeat state reaches the database.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often every agent's status and health are re-evaluated.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `serve` flags the fleet obeys.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub environment: Environment,
+    pub thresholds: Thresholds,
+    pub hide_inactive_after: Duration,
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    pub poll_concurrency: usize,
+}
+
+/// One agent as the console knows it.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub id: String,
+    credential_hash: Vec<u8>,
+    console_token_generation: i64,
+    pub machine_name: String,
+    pub external_ip: String,
+    pub listen_addr: Option<String>,
+    pub version: String,
+    pub extension: Extension,
+    pub environment: Environment,
+    pub registered_at: i64,
+    enrollment_token_id: Option<i64>,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_contact_at: i64,
+    pub heartbeat_interval_seconds: i64,
+    pub uptime_seconds: Option<i64>,
+    pub status: Status,
+    pub status_since: i64,
+    pub health: Health,
+    pub health_reason: String,
+    pub health_since: i64,
+    pub checks: Vec<HealthCheck>,
+    pub last_poll_at: Option<i64>,
+    pub last_poll_error: Option<String>,
+    /// Domains the agent serves; filled by directory sync.
+    pub domains: Vec<String>,
+}
+
+impl Agent {
+    fn from_row(row: AgentRow) -> Self {
+        Agent {
+            checks: serde_json::from_str(&row.checks_json).unwrap_or_default(),
+            extension: row.extension.parse().unwrap_or_default(),
+            environment: row.environment.parse().unwrap_or_default(),
+            status: Status::parse(&row.status).unwrap_or(Status::Active),
+            health: Health::parse(&row.health).unwrap_or(Health::Degraded),
+            id: row.agent_id,
+            credential_hash: row.credential_hash,
+            console_token_generation: row.console_token_generation,
+            machine_name: row.machine_name,
+            external_ip: row.external_ip,
+            listen_addr: row.listen_addr,
+            version: row.version,
+            registered_at: row.registered_at,
+            enrollment_token_id: row.enrollment_token_id,
+            last_heartbeat_at: row.last_heartbeat_at,
+            last_contact_at: row.last_contact_at,
+            heartbeat_interval_seconds: row.heartbeat_interval_seconds,
+            uptime_seconds: row.uptime_seconds,
+            status_since: row.status_since,
+            health_reason: row.health_reason,
+            health_since: row.health_since,
+            last_poll_at: row.last_poll_at,
+            last_poll_error: row.last_poll_error,
+            domains: Vec::new(),
+        }
+    }
+
+    fn to_row(&self) -> AgentRow {
+        AgentRow {
+            agent_id: self.id.clone(),
+            credential_hash: self.credential_hash.clone(),
+            console_token_generation: self.console_token_generation,
+            machine_name: self.machine_name.clone(),
+            external_ip: self.external_ip.clone(),
+            listen_addr: self.listen_addr.clone(),
+            version: self.version.clone(),
+            extension: self.extension.as_str().into(),
+            environment: self.environment.as_str().into(),
+            registered_at: self.registered_at,
+            enrollment_token_id: self.enrollment_token_id,
+            last_heartbeat_at: self.last_heartbeat_at,
+            last_contact_at: self.last_contact_at,
+            heartbeat_interval_seconds: self.heartbeat_interval_seconds,
+            uptime_seconds: self.uptime_seconds,
+            status: self.status.as_str().into(),
+            status_since: self.status_since,
+            health: self.health.as_str().into(),
+            health_reason: self.health_reason.clone(),
+            health_since: self.health_since,
+            checks_json: serde_json::to_string(&self.checks).unwrap_or_else(|_| "[]".into()),
+            last_poll_at: self.last_poll_at,
+            last_poll_error: self.last_poll_error.clone(),
+        }
+    }
+
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            registered_at: self.registered_at,
+            last_heartbeat_at: self.last_heartbeat_at,
+            last_contact_at: self.last_contact_at,
+            heartbeat_interval_seconds: self.heartbeat_interval_seconds,
+            last_poll_error: self.last_poll_error.as_deref(),
+            checks: &self.checks,
+        }
+    }
+
+    /// What the audit log keeps about an agent (no credential material).
+    pub fn audit_json(&self) -> serde_json::Value {
+        json!({
+            "machine_name": self.machine_name,
+            "external_ip": self.external_ip,
+            "version": self.version,
+            "extension": self.extension.as_str(),
+            "environment": self.environment.as_str(),
+            "status": self.status.as_str(),
+            "health": self.health.as_str(),
+            "last_heartbeat_at": self.last_heartbeat_at,
+        })
+    }
+
+    /// Where the console reaches the agent's HTTP API, if the agent told us.
+    pub fn api_base_url(&self) -> Option<String> {
+        let addr: std::net::SocketAddr = self.listen_addr.as_deref()?.parse().ok()?;
+        let ip = if addr.ip().is_unspecified() {
+            self.external_ip.parse().ok()?
+        } else {
+            addr.ip()
+        };
+        Some(format!("http://{}", std::net::SocketAddr::new(ip, addr.port())))
+    }
+}
+
+/// Why an enrollment was refused; `code` is the API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("The enrollment token is not valid. Copy the whole token from Cloud sync > Agents > Download on-premises agent, or create a new one.")]
+    Invalid,
+    #[error("The enrollment token expired {0}. Create a new one in Cloud sync > Agents > Download on-premises agent.")]
+    Expired(String),
+    #[error("The enrollment token was revoked by {0}. Create a new one in Cloud sync > Agents > Download on-premises agent.")]
+    Revoked(String),
+    #[error("The enrollment token has been used {0} of {0} times. Create a new one, or one with more uses (--max-uses).")]
+    UsedUp(i64),
+    #[error("This console serves the {console} environment, but the agent was installed for {agent}. Install the agent with --environment {console}, or enroll it with a console started with --environment {agent}.")]
+    EnvironmentMismatch { console: Environment, agent: Environment },
+    #[error("The machine name must be 1 to 255 characters without control characters.")]
+    BadMachineName,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl EnrollError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            EnrollError::Invalid => "enrollment_token_invalid",
+            EnrollError::Expired(_) => "enrollment_token_expired",
+            EnrollError::Revoked(_) => "enrollment_token_revoked",
+            EnrollError::UsedUp(_) => "enrollment_token_used_up",
+            EnrollError::EnvironmentMismatch { .. } => "environment_mismatch",
+            EnrollError::BadMachineName => "invalid_machine_name",
+            EnrollError::Database(_) => "internal",
+        }
+    }
+}
+
+/// Why an agent could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("No agent with id {0}.")]
+    NotFound(String),
+    #[error("Agent {0} is active (last contact {1} ago). Stop or uninstall it first and wait until it shows inactive, or delete with force to revoke a running agent.")]
+    Active(String, String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Filters of the Agents list.
+#[derive(Debug, Clone, Default)]
+pub struct AgentFilter {
+    /// None: active agents plus inactive ones not older than `hide_inactive_after`.
+    pub status: Option<StatusFilter>,
+    pub health: Option<Health>,
+    pub search: Option<String>,
+    pub sort: SortKey,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Only(Status),
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    MachineName,
+    LastHeartbeat,
+    Health,
+    Status,
+    Version,
+}
+
+impl SortKey {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "machine_name" => SortKey::MachineName,
+            "last_heartbeat" => SortKey::LastHeartbeat,
+            "health" => SortKey::Health,
+            "status" => SortKey::Status,
+            "version" => SortKey::Version,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::MachineName => "machine_name",
+            SortKey::LastHeartbeat => "last_heartbeat",
+            SortKey::Health => "health",
+            SortKey::Status => "status",
+            SortKey::Version => "version",
+        }
+    }
+}
+
+/// Counts for Home.
+#[derive(Debug, Clone, Default)]
+pub struct FleetSummary {
+    pub total: usize,
+    pub active: usize,
+    pub inactive: usize,
+    pub healthy: usize,
+    pub degraded: usize,
+    pub unhealthy: usize,
+    pub versions: Vec<(String, usize)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    agents: HashMap<String, Agent>,
+    by_credential: HashMap<Vec<u8>, String>,
+    dirty: HashSet<String>,
+    events: Vec<NewAgentEvent>,
+}
+
+impl Inner {
+    /// Re-evaluates one agent and queues an event for each transition.
+    fn reevaluate(&mut self, id: &str, t: &Thresholds, now: i64, contact_reason: Option<&str>) {
+        let Some(agent) = self.agents.get_mut(id) else { return };
+        let status = health::evaluate_status(&agent.observed(), t, now);
+        let (health, reason) = health::evaluate_health(&agent.observed(), t, now);
+        let mut changed = false;
+        if status != agent.status {
+            let why = match status {
+                Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
+                Status::Inactive => format!("no contact for {}", health::human(now - agent.last_contact_at)),
+            };
+            self.events.push(NewAgentEvent {
+                agent_id: id.into(),
+                at: now,
+                kind: "status",
+                from_value: Some(agent.status.as_str().into()),
+                to_value: status.as_str().into(),
+                reason: why,
+            });
+            agent.status = status;
+            agent.status_since = now;
+            changed = true;
+        }
+        if health != agent.health {
+            self.events.push(NewAgentEvent {
+                agent_id: id.into(),
+                at: now,
+                kind: "health",
+                from_value: Some(agent.health.as_str().into()),
+                to_value: health.as_str().into(),
+                reason: reason.clone(),
+            });
+            agent.health = health;
+            agent.health_since = now;
+            changed = true;
+        }
+        if reason != agent.health_reason {
+            agent.health_reason = reason;
+            changed = true;
+        }
+        if changed {
+            self.dirty.insert(id.to_string());
+        }
+    }
+}
+
+/// The live fleet. Cheap to share: hold it in an `Arc`.
+pub struct Fleet {
+    inner: RwLock<Inner>,
+    db: SqlitePool,
+    key: ConsoleKey,
+    config: FleetConfig,
+    http: reqwest::Client,
+}
+
+impl Fleet {
+    /// Loads every agent from the database.
+    pub async fn load(db: SqlitePool, key: ConsoleKey, config: FleetConfig) -> anyhow::Result<Self> {
+        let rows = db::agents::load_all(&db).await?;
+        let mut inner = Inner::default();
+        for row in rows {
+            let agent = Agent::from_row(row);
+            inner.by_credential.insert(agent.credential_hash.clone(), agent.id.clone());
+            inner.agents.insert(agent.id.clone(), agent);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.poll_timeout)
+            .timeout(config.poll_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Fleet { inner: RwLock::new(inner), db, key, config, http })
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers an agent (or re-registers the same one) with an enrollment token.
+    pub async fn enroll(&self, req: EnrollRequest, external_ip: String) -> Result<EnrollResponse, EnrollError> {
+        let now = db::now_ms();
+        let machine_name = req.machine_name.trim().to_string();
+        if machine_name.is_empty() || machine_name.len() > 255 || machine_name.chars().any(char::is_control) {
+            return Err(EnrollError::BadMachineName);
+        }
+        if req.environment != self.config.environment {
+            return Err(EnrollError::EnvironmentMismatch {
+                console: self.config.environment,
+                agent: req.environment,
+            });
+        }
+        let mut tx = self.db.begin().await?;
+        let token = db::enrollment_tokens::get_by_hash(&mut tx, &tokens::digest(&req.enrollment_token))
+            .await?
+            .ok_or(EnrollError::Invalid)?;
+        if let Some(by) = &token.revoked_by {
+            return Err(EnrollError::Revoked(by.clone()));
+        }
+        if token.expires_at <= now {
+            return Err(EnrollError::Expired(format!("{} ago", health::human(now - token.expires_at))));
+        }
+        if !db::enrollment_tokens::consume(&mut tx, token.enrollment_token_id, now).await? {
+            return Err(EnrollError::UsedUp(token.max_uses));
+        }
+
+        // Re-install: the data dir proves it is an agent we know, so it keeps its id and history.
+        let mut previous = None;
+        if let Some(existing) = &req.existing {
+            if let Some(row) = db::agents::get(&mut tx, &existing.agent_id).await? {
+                if tokens::equal(&row.credential_hash, &tokens::digest(&existing.agent_credential)) {
+                    previous = Some(Agent::from_row(row));
+                }
+            }
+        }
+        let credential = tokens::generate(tokens::AGENT_CREDENTIAL_PREFIX);
+        let reinstalled = previous.is_some();
+        let agent = match previous {
+            Some(mut agent) => {
+                agent.credential_hash = tokens::digest(&credential);
+                agent.console_token_generation += 1;
+                agent.machine_name = machine_name;
+                agent.external_ip = external_ip;
+                agent.version = req.version.clone();
+                agent.extension = req.extension;
+                agent.environment = req.environment;
+                agent.enrollment_token_id = Some(token.enrollment_token_id);
+                agent.last_contact_at = now;
+                agent.last_poll_error = None;
+                agent
+            }
+            None => Agent {
+                id: uuid::Uuid::new_v4().to_string(),
+                credential_hash: tokens::digest(&credential),
+                console_token_generation: 1,
+                machine_name,
+                external_ip,
+                listen_addr: None,
+                version: req.version.clone(),
+                extension: req.extension,
+                environment: req.environment,
+                registered_at: now,
+                enrollment_token_id: Some(token.enrollment_token_id),
+                last_heartbeat_at: None,
+                last_contact_at: now,
+                heartbeat_interval_seconds: 30,
+                uptime_seconds: None,
+                status: Status::Active,
+                status_since: now,
+                health: Health::Degraded,
+                health_reason: "enrolled; waiting for the first heartbeat".into(),
+                health_since: now,
+                checks: Vec::new(),
+                last_poll_at: None,
+                last_poll_error: None,
+                domains: Vec::new(),
+            },
+        };
+        db::agents::upsert(&mut tx, &agent.to_row()).await?;
+        let (action, what) = if reinstalled { ("agent.reinstall", "re-installed") } else { ("agent.enroll", "enrolled") };
+        let event = NewAgentEvent {
+            agent_id: agent.id.clone(),
+            at: now,
+            kind: "lifecycle",
+            from_value: None,
+            to_value: what.into(),
+            reason: format!("{what} from {} with enrollment token #{}", agent.external_ip, token.enrollment_token_id),
+        };
+        db::agents::insert_event(&mut tx, &event).await?;
+        let actor = format!("enrollment token #{} (created by {})", token.enrollment_token_id, token.created_by);
+        db::audit::insert(
+            &mut tx,
+            &NewAuditEntry {
+                at: now,
+                actor: &actor,
+                action,
+                target_type: "agent",
+                target_id: &agent.id,
+                before: None,
+                after: Some(agent.audit_json()),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+
+        let response = EnrollResponse {
+            agent_id: agent.id.clone(),
+            agent_credential: credential,
+            console_token: self.key.console_token(&agent.id, agent.console_token_generation),
+            reinstalled,
+            environment: agent.environment,
+        };
+        let mut inner = self.write();
+        if let Some(old) = inner.agents.get(&agent.id) {
+            let old_hash = old.credential_hash.clone();
+            inner.by_credential.remove(&old_hash);
+        }
+        inner.by_credential.insert(agent.credential_hash.clone(), agent.id.clone());
+        inner.agents.insert(agent.id.clone(), agent);
+        Ok(response)
+    }
+
+    /// The agent a bearer credential belongs to.
+    pub fn authenticate(&self, credential: &str) -> Option<String> {
+        self.read().by_credential.get(&tokens::digest(credential)).cloned()
+    }
+
+    /// Applies a heartbeat. The state reaches the database with the next flush.
+    pub fn heartbeat(&self, agent_id: &str, hb: Heartbeat, external_ip: String) -> Option<HeartbeatResponse> {
+        let now = db::now_ms();
+        let mut inner = self.write();
+        let agent = inner.agents.get_mut(agent_id)?;
+        if hb.listen_addr != agent.listen_addr {
+            // The agent restarted on another address: an old poll failure says nothing about the new one.
+            agent.last_poll_error = None;
+        }
+        agent.version = truncate(hb.version, 64);
+        agent.machine_name = truncate(hb.machine_name, 255);
+        agent.uptime_seconds = i64::try_from(hb.uptime_seconds).ok();
+        agent.heartbeat_interval_seconds = i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
+        agent.listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
+        agent.checks = hb.checks.into_iter().take(32).collect();
+        agent.external_ip = external_ip;
+        agent.last_heartbeat_at = Some(now);
+        agent.last_contact_at = now;
+        inner.dirty.insert(agent_id.to_string());
+        inner.reevaluate(agent_id, &self.config.thresholds, now, Some("heartbeat received"));
+        let agent = inner.agents.get(agent_id)?;
+        Some(HeartbeatResponse {
+            agent_id: agent.id.clone(),
+            status: agent.status.as_str().into(),
+            health: agent.health.as_str().into(),
+        })
+    }
+
+    pub fn whoami(&self, agent_id: &str) -> Option<WhoAmI> {
+        let inner = self.read();
+        let agent = inner.agents.get(agent_id)?;
+        Some(WhoAmI {
+            agent_id: agent.id.clone(),
+            machine_name: agent.machine_name.clone(),
+            status: agent.status.as_str().into(),
+            health: agent.health.as_str().into(),
+            environment: agent.environment,
+        })
+    }
+
+    pub fn get(&self, agent_id: &str) -> Option<Agent> {
+        self.read().agents.get(agent_id).cloned()
+    }
+
+    /// One page of agents matching `filter`, and how many match in all.
+    pub fn list(&self, filter: &AgentFilter, limit: usize, offset: usize) -> (Vec<Agent>, usize) {
+        let now = db::now_ms();
+        let hide_ms = i64::try_from(self.config.hide_inactive_after.as_millis()).unwrap_or(i64::MAX);
+        let needle = filter.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+        let inner = self.read();
+        let mut matching: Vec<&Agent> = inner
+            .agents
+            .values()
+            .filter(|a| match filter.status {
+                Some(StatusFilter::All) => true,
+                Some(StatusFilter::Only(s)) => a.status == s,
+                None => a.status == Status::Active || now - a.status_since <= hide_ms,
+            })
+            .filter(|a| filter.health.is_none_or(|h| a.health == h))
+            .filter(|a| {
+                needle.as_deref().is_none_or(|n| {
+                    a.machine_name.to_lowercase().contains(n)
+                        || a.external_ip.contains(n)
+                        || a.version.contains(n)
+                        || a.id.starts_with(n)
+                })
+            })
+            .collect();
+        let total = matching.len();
+        let key = |a: &&Agent| (a.machine_name.to_lowercase(), a.id.clone());
+        match filter.sort {
+            SortKey::MachineName => matching.sort_by_cached_key(key),
+            SortKey::LastHeartbeat => matching.sort_by_key(|a| (a.last_heartbeat_at, a.id.clone())),
+            SortKey::Health => matching.sort_by_key(|a| (std::cmp::Reverse(a.health), a.machine_name.to_lowercase())),
+            SortKey::Status => matching.sort_by_key(|a| (a.status.as_str(), a.machine_name.to_lowercase())),
+            SortKey::Version => matching.sort_by_key(|a| (a.version.clone(), a.machine_name.to_lowercase())),
+        }
+        if filter.descending {
+            matching.reverse();
+        }
+        let page = matching.into_iter().skip(offset).take(limit).cloned().collect();
+        (page, total)
+    }
+
+    pub fn summary(&self) -> FleetSummary {
+        let inner = self.read();
+        let mut s = FleetSummary { total: inner.agents.len(), ..Default::default() };
+        let mut versions: HashMap<&str, usize> = HashMap::new();
+        for a in inner.agents.values() {
+            match a.status {
+                Status::Active => s.active += 1,
+                Status::Inactive => s.inactive += 1,
+            }
+            match a.health {
+                Health::Healthy => s.healthy += 1,
+                Health::Degraded => s.degraded += 1,
+                Health::Unhealthy => s.unhealthy += 1,
+            }
+            *versions.entry(a.version.as_str()).or_default() += 1;
+        }
+        s.versions = versions.into_iter().map(|(v, n)| (v.to_string(), n)).collect();
+        s.versions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        s
+    }
+
+    /// Agents that need attention: active and not healthy, worst first.
+    pub fn needing_attention(&self, limit: usize) -> Vec<Agent> {
+        let inner = self.read();
+        let mut list: Vec<&Agent> = inner
+            .agents
+            .values()
+            .filter(|a| a.status == Status::Active && a.health != Health::Healthy)
+            .collect();
+        list.sort_by_key(|a| (std::cmp::Reverse(a.health), a.health_since));
+        list.into_iter().take(limit).cloned().collect()
+    }
+
+    /// Deletes an agent: its record, credential and timeline. Active agents only with `force`.
+    pub async fn delete(&self, agent_id: &str, actor: &str, force: bool) -> Result<Agent, DeleteError> {
+        let agent = self.get(agent_id).ok_or_else(|| DeleteError::NotFound(agent_id.into()))?;
+        let now = db::now_ms();
+        if agent.status == Status::Active && !force {
+            return Err(DeleteError::Active(
+                agent.machine_name.clone(),
+                health::human(now - agent.last_contact_at),
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        if !db::agents::delete(&mut tx, agent_id).await? {
+            return Err(DeleteError::NotFound(agent_id.into()));
+        }
+        db::audit::insert(
+            &mut tx,
+            &NewAuditEntry {
+                at: now,
+                actor,
+                action: if force { "agent.delete.forced" } else { "agent.delete" },
+                target_type: "agent",
+                target_id: agent_id,
+                before: Some(agent.audit_json()),
+                after: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let mut inner = self.write();
+        if let Some(removed) = inner.agents.remove(agent_id) {
+            inner.by_credential.remove(&removed.credential_hash);
+        }
+        inner.dirty.remove(agent_id);
+        Ok(agent)
+    }
+
+    /// Re-evaluates every agent against the clock (heartbeats that stopped, agents gone quiet).
+    pub fn sweep(&self) {
+        let now = db::now_ms();
+        let mut inner = self.write();
+        let ids: Vec<String> = inner.agents.keys().cloned().collect();
+        for id in ids {
+            inner.reevaluate(&id, &self.config.thresholds, now, None);
+        }
+    }
+
+    /// Writes dirty agents and pending events in one transaction. On failure they stay queued.
+    pub async fn flush(&self) -> anyhow::Result<usize> {
+        let (rows, events) = {
+            let mut inner = self.write();
+            if inner.dirty.is_empty() && inner.events.is_empty() {
+                return Ok(0);
+            }
+            let dirty = std::mem::take(&mut inner.dirty);
+            let rows: Vec<AgentRow> = dirty.iter().filter_map(|id| inner.agents.get(id)).map(Agent::to_row).collect();
+            (rows, std::mem::take(&mut inner.events))
+        };
+        let written = rows.len();
+        let result = async {
+            let mut tx = self.db.begin().await?;
+            for row in &rows {
+                db::agents::update_live_state(&mut tx, row).await?;
+            }
+            for event in &events {
+                db::agents::insert_event(&mut tx, event).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            let mut inner = self.write();
+            inner.dirty.extend(rows.into_iter().map(|r| r.agent_id));
+            let newer = std::mem::replace(&mut inner.events, events);
+            inner.events.extend(newer);
+            return Err(e.into());
+        }
+        Ok(written)
+    }
+
+    /// The token the console presents when calling this agent.
+    fn console_token_for(&self, agent: &Agent) -> String {
+        self.key.console_token(&agent.id, agent.console_token_generation)
+    }
+
+    /// Runs the flusher, the sweeper and the poller until `shutdown` fires, then flushes a last time.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        for timer in [&mut flush, &mut sweep, &mut poll] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            tokio::select! {
+                _ = flush.tick() => {
+                    if let Err(e) = self.flush().await {
+                        tracing::error!(error = %e, "cannot write agent state; will retry");
+                    }
+                }
+                _ = sweep.tick() => self.sweep(),
+                _ = poll.tick() => {
+                    // A slow round is not doubled up: the next one starts after it ends.
+                    if polling.as_ref().is_none_or(|h| h.is_finished()) {
+                        let fleet = self.clone();
+                        polling = Some(tokio::spawn(async move { fleet.poll_all().await }));
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if let Some(handle) = polling {
+            handle.abort();
+        }
+        match self.flush().await {
+            Ok(n) => tracing::info!(agents = n, "agent state written at shutdown"),
+            Err(e) => tracing::error!(error = %e, "cannot write agent state at shutdown"),
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

@@ -1,0 +1,26 @@
+//! The one application state every handler receives, with its typed parts.
+
+use crate::auth::tokens::ConsoleKey;
+use crate::fleet::Fleet;
+use sqlx::SqlitePool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Console-wide settings that pages and handlers read.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// The URL agents and administrators use to reach the console (shown in install commands).
+    pub public_url: String,
+    /// Lifetime of a browser session.
+    pub session_lifetime: Duration,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: SqlitePool,
+    pub fleet: Arc<Fleet>,
+    pub key: ConsoleKey,
+    pub settings: Arc<ConsoleSettings>,
+    /// The one-time first-run setup token; `None` once an administrator exists.
+    pub setup_token: Arc<Mutex<Option<String>>>,
+}

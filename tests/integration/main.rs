@@ -1,0 +1,10 @@
+//! Integration tests: the real `hybridsync` binary as console and agents, real SQLite, real HTTP on
+//! loopback, and real headless Chromium. One test binary (modules below) to keep link time down.
+
+mod support;
+
+mod api;
+mod browser;
+mod enrollment;
+mod health;
+mod pages;
