@@ -1,6 +1,8 @@
-//! The agent's HTTP API, called by the console: `GET /v1/health`, authenticated with the console token.
+//! The agent's HTTP API, called by the console: `GET /v1/health`, authenticated with the
+//! console token.
 //!
-//! Every answer, errors included, is JSON in the protocol's shapes, so the console parses one format.
+//! Every answer, errors included, is JSON in the protocol's shapes, so the console parses one
+//! format.
 
 use super::checks::SelfChecks;
 use super::config::sha256_hex;

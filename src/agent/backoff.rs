@@ -1,7 +1,8 @@
-//! Retry delays for heartbeats that did not reach the console: exponential backoff with full jitter.
+//! Retry delays for heartbeats that did not reach the console: exponential backoff with full
+//! jitter.
 //!
-//! Full jitter (a uniform delay in `[0, ceiling]`) spreads a fleet's retries after a console outage,
-//! so the agents do not all come back in the same second.
+//! Full jitter (a uniform delay in `[0, ceiling]`) spreads a fleet's retries after a console
+//! outage, so the agents do not all come back in the same second.
 
 use rand::Rng;
 use std::time::Duration;

@@ -22,8 +22,8 @@ pub(crate) struct SelfChecks {
 
 impl SelfChecks {
     pub fn new(data_dir: PathBuf, listen_addr: SocketAddr) -> Self {
-        // Pass until the first answer: the heartbeat carrying this check reaches the console only if
-        // the console is reachable, so a warn here would only ever be false.
+        // Pass until the first answer: the heartbeat carrying this check reaches the console only
+        // if the console is reachable, so a warn here would only ever be false.
         let console = check("console", CheckStatus::Pass, "no heartbeat answered yet");
         Self {
             data_dir,

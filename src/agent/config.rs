@@ -1,8 +1,8 @@
 //! The agent's files in its data dir: `agent.json` (plain config) and `credential.json` (secrets).
 //!
-//! Both are replaced by writing a temporary file and renaming it over the old one, so a crash never
-//! leaves a half-written file. The credential is created with mode 0600 from the first byte, so it is
-//! never readable by other users, not even for an instant.
+//! Both are replaced by writing a temporary file and renaming it over the old one, so a crash
+//! never leaves a half-written file. The credential is created with mode 0600 from the first
+//! byte, so it is never readable by other users, not even for an instant.
 
 use crate::protocol::{Environment, Extension};
 use anyhow::{bail, Context, Result};
@@ -20,7 +20,7 @@ const CONFIG_FILE: &str = "agent.json";
 const CREDENTIAL_FILE: &str = "credential.json";
 
 /// `agent.json`: nothing secret, so an operator may read and share it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct AgentConfig {
     /// Without a trailing slash, so endpoint paths can be appended.
     pub console_url: String,
@@ -32,7 +32,7 @@ pub(crate) struct AgentConfig {
 }
 
 /// `credential.json`. Deliberately not `Debug`, so the credential cannot end up in a log line.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Credential {
     /// Bearer token the agent presents to the console.
     pub agent_credential: String,
@@ -61,8 +61,9 @@ impl Agent {
         Ok(Self { config, credential })
     }
 
-    /// The agent a previous install left in `data_dir`, if any. A fresh data dir is not an error, but
-    /// unreadable files are: silently enrolling a new agent would orphan the old one in the console.
+    /// The agent a previous install left in `data_dir`, if any. A fresh data dir is not an error,
+    /// but unreadable files are: silently enrolling a new agent would orphan the old one in the
+    /// console.
     pub fn load_existing(data_dir: &Path) -> Result<Option<Self>> {
         if !data_dir.join(CREDENTIAL_FILE).exists() {
             return Ok(None);
@@ -75,9 +76,9 @@ impl Agent {
         })
     }
 
-    /// Writes both files, creating the data dir (mode 0700) if needed. The credential goes first: a
-    /// crash in between leaves the new credential next to the old config, whose agent id a
-    /// re-install keeps anyway.
+    /// Writes both files, creating the data dir (mode 0700) if needed. The credential goes first:
+    /// on a re-install, which keeps the agent id, a crash between the two writes still leaves a
+    /// matching pair.
     pub fn save(&self, data_dir: &Path) -> Result<()> {
         DirBuilder::new()
             .recursive(true)

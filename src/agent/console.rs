@@ -143,8 +143,8 @@ impl Console {
     }
 }
 
-/// What went wrong on the wire, without reqwest's outer "error sending request for url (...)", which
-/// only repeats the URL: the innermost source ("Connection refused", a DNS or TLS failure) says it.
+/// What went wrong on the wire. reqwest's outer "error sending request for url (...)" only repeats
+/// the URL; the innermost source ("Connection refused", a DNS or TLS failure) says what happened.
 fn transport_cause(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".to_owned();

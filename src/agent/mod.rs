@@ -1,11 +1,11 @@
 //! The provisioning agent: `hybridsync agent install`, `run` and `status`.
 //!
-//! An agent enrolls once with a console ([`install`]), then runs as a service ([`run`]) that sends
-//! heartbeats to the console and serves a small HTTP API the console polls for health. [`status`] is
-//! the operator's check that the local agent is intact and known to its console.
+//! An agent enrolls once with a console ([`install()`]), then runs as a service ([`run()`]) that
+//! sends heartbeats to the console and serves a small HTTP API the console polls for health.
+//! [`status()`] is the operator's check that the local agent is intact and known to its console.
 //!
-//! All of an agent's state lives in its data dir: `agent.json` (plain config) and `credential.json`
-//! (secrets, mode 0600), see `config`.
+//! All of an agent's state lives in its data dir: `agent.json` (plain config) and
+//! `credential.json` (secrets, mode 0600), see `config`.
 
 mod api;
 mod backoff;

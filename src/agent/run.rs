@@ -27,7 +27,7 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
         bail!("--heartbeat-interval must be greater than zero");
     }
     // Installed first, so a signal that arrives during start-up still means a clean stop.
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal()?.shared();
     let Agent { config, credential } = Agent::load(&args.data_dir)?;
     let console = Console::new(&config.console_url)?;
     let listener = TcpListener::bind(config.listen)
@@ -57,15 +57,14 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
         checks,
     };
 
-    let shutdown = shutdown.shared();
     tokio::select! {
         served = axum::serve(listener, api).with_graceful_shutdown(shutdown.clone()) => {
             served.context("the agent API server failed")
         }
         // Never ends: the loop stops when the server has shut down.
         () = heartbeats.run() => Ok(()),
-        // A connection that stays open (an idle or stalled client) would hold the graceful
-        // shutdown forever; a service manager expects a stop to be prompt.
+        // A client stalled halfway through a request would hold the graceful shutdown forever,
+        // and a service manager expects a stop to be prompt.
         () = async { shutdown.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             warn!("connections still open after {SHUTDOWN_GRACE:?}, stopping anyway");
             Ok(())

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Builds the application state from the data dir: database (migrated), console key, fleet.
-pub async fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
+/// `listening` is the bound address (the flag may say port 0).
+pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Result<AppState> {
     let db = db::open(&args.data_dir).await?;
     let key = ConsoleKey::load_or_create(&args.data_dir)?;
     let config = FleetConfig {
@@ -32,7 +33,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let public_url = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen))
+        .unwrap_or_else(|| format!("http://{listening}"))
         .trim_end_matches('/')
         .to_string();
     let setup_token = if db::accounts::count(&db).await? == 0 {
@@ -54,8 +55,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let state = build_state(&args).await?;
     let local = listener.local_addr()?;
+    let state = build_state(&args, local).await?;
     tracing::info!(address = %local, data_dir = %args.data_dir.display(), environment = %args.environment, "console listening");
     if let Some(token) = state.setup_token.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
         // Printed, not logged: the link is meant for the person who started the console.

@@ -97,9 +97,10 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, S
     let interval_ms = o.heartbeat_interval_seconds.max(1) * 1000;
     let Some(last) = o.last_heartbeat_at else {
         if now - o.registered_at > unhealthy_ms {
+            // No elapsed time in the reason: it would change every sweep; `health_since` tells when.
             return (
                 Health::Unhealthy,
-                format!("no heartbeat since enrollment ({} ago)", human(now - o.registered_at)),
+                format!("no heartbeat within {} of enrollment", human(unhealthy_ms)),
             );
         }
         return (Health::Degraded, "enrolled; waiting for the first heartbeat".into());
