@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "hybridsync", version, about = "Self-hosted cloud sync: console and provisioning agent")]
+#[command(
+    name = "hybridsync",
+    version,
+    about = "Self-hosted cloud sync: console and provisioning agent"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -30,7 +34,8 @@ pub enum Command {
 
 /// Parses durations such as `30s`, `90s`, `1h`, `10d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 5m, 1h, 10d)"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 5m, 1h, 10d)"))
 }
 
 #[derive(Debug, Clone, Args)]

@@ -43,7 +43,10 @@ impl Role {
 
     /// May change cloud sync settings, enrollment tokens and agents.
     pub fn can_manage_sync(self) -> bool {
-        matches!(self, Role::GlobalAdministrator | Role::HybridIdentityAdministrator)
+        matches!(
+            self,
+            Role::GlobalAdministrator | Role::HybridIdentityAdministrator
+        )
     }
 }
 
@@ -101,11 +104,18 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
         }
         assert!("admin".parse::<Role>().is_err());
-        let reader = Principal { account_id: 1, username: "r".into(), role: Role::GlobalReader };
+        let reader = Principal {
+            account_id: 1,
+            username: "r".into(),
+            role: Role::GlobalReader,
+        };
         let denied = reader.require_manage("deleting an agent").unwrap_err();
         assert!(denied.0.contains("Global Reader"), "{}", denied.0);
         assert!(denied.0.contains("deleting an agent"));
-        let hia = Principal { role: Role::HybridIdentityAdministrator, ..reader };
+        let hia = Principal {
+            role: Role::HybridIdentityAdministrator,
+            ..reader
+        };
         assert!(hia.require_manage("x").is_ok());
     }
 }

@@ -1,6 +1,8 @@
 //! Password hashing with argon2id (the crate's defaults, OWASP-recommended parameters).
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 /// Minimum length of a console password.
@@ -9,7 +11,9 @@ pub const MIN_LENGTH: usize = 12;
 /// Checks a new console password; the error says what to change.
 pub fn validate_new(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_LENGTH {
-        return Err(format!("The password must be at least {MIN_LENGTH} characters long."));
+        return Err(format!(
+            "The password must be at least {MIN_LENGTH} characters long."
+        ));
     }
     if password.len() > 1024 {
         return Err("The password must be at most 1024 bytes long.".into());
@@ -28,7 +32,11 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
 /// Verifies in constant time; a malformed stored hash counts as a mismatch.
 pub fn verify(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

@@ -30,7 +30,10 @@ pub fn digest(token: &str) -> Vec<u8> {
 }
 
 pub fn hex_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Constant-time equality of two byte strings.
@@ -58,10 +61,9 @@ impl ConsoleKey {
         let path = data_dir.join(CONSOLE_KEY_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let key: [u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("{} is damaged: expected 32 bytes", path.display()))?;
+                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!("{} is damaged: expected 32 bytes", path.display())
+                })?;
                 Ok(ConsoleKey(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -95,7 +97,8 @@ impl ConsoleKey {
     }
 
     fn mac(&self, purpose: &str, input: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
         mac.update(input.as_bytes());
@@ -115,7 +118,10 @@ impl ConsoleKey {
     }
 
     pub fn verify_csrf(&self, cookie_value: &str, presented: &str) -> bool {
-        equal(self.csrf_token(cookie_value).as_bytes(), presented.as_bytes())
+        equal(
+            self.csrf_token(cookie_value).as_bytes(),
+            presented.as_bytes(),
+        )
     }
 }
 
@@ -131,7 +137,10 @@ mod tests {
         assert!(a.starts_with("hsapi_") && a.len() > 40);
         assert_eq!(digest(&a), digest(&a));
         assert_ne!(digest(&a), digest(&b));
-        assert_eq!(hex_digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -155,7 +164,10 @@ mod tests {
         let k1 = ConsoleKey::load_or_create(dir.path()).unwrap();
         let k2 = ConsoleKey::load_or_create(dir.path()).unwrap();
         assert_eq!(k1.console_token("x", 1), k2.console_token("x", 1));
-        let mode = std::fs::metadata(dir.path().join(CONSOLE_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(CONSOLE_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -28,7 +28,9 @@ impl From<sqlx::Error> for AccountError {
 pub fn validate_username(username: &str) -> Result<(), String> {
     let ok = !username.is_empty()
         && username.len() <= 64
-        && username.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+        && username
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
     if ok {
         Ok(())
     } else {
@@ -51,7 +53,9 @@ pub async fn create(
     let mut tx = db.begin().await?;
     let id = match db::accounts::insert(&mut tx, username, &hash, role.as_str(), now).await {
         Ok(id) => id,
-        Err(e) if db::accounts::is_unique_violation(&e) => return Err(AccountError::Taken(username.into())),
+        Err(e) if db::accounts::is_unique_violation(&e) => {
+            return Err(AccountError::Taken(username.into()))
+        }
         Err(e) => return Err(e.into()),
     };
     db::audit::insert(
@@ -72,14 +76,26 @@ pub async fn create(
 }
 
 /// Creates an API token for `username`; returns the token (shown once).
-pub async fn create_api_token(db: &SqlitePool, actor: &str, username: &str, name: &str) -> Result<String, AccountError> {
+pub async fn create_api_token(
+    db: &SqlitePool,
+    actor: &str,
+    username: &str,
+    name: &str,
+) -> Result<String, AccountError> {
     let account = db::accounts::get_by_username(db, username)
         .await?
         .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
     let token = tokens::generate(tokens::API_TOKEN_PREFIX);
     let now = db::now_ms();
     let mut tx = db.begin().await?;
-    let id = db::api_tokens::insert(&mut tx, account.account_id, name, &tokens::digest(&token), now).await?;
+    let id = db::api_tokens::insert(
+        &mut tx,
+        account.account_id,
+        name,
+        &tokens::digest(&token),
+        now,
+    )
+    .await?;
     db::audit::insert(
         &mut tx,
         &NewAuditEntry {
@@ -98,24 +114,41 @@ pub async fn create_api_token(db: &SqlitePool, actor: &str, username: &str, name
 }
 
 /// Checks a sign-in; `Some(account_id)` on success. Takes the same time whether or not the user exists.
-pub async fn check_sign_in(db: &SqlitePool, username: &str, plain_password: &str) -> anyhow::Result<Option<i64>> {
+pub async fn check_sign_in(
+    db: &SqlitePool,
+    username: &str,
+    plain_password: &str,
+) -> anyhow::Result<Option<i64>> {
     let account = db::accounts::get_by_username(db, username).await?;
     let stored = account.as_ref().map(|a| a.password_hash.clone());
     let candidate = plain_password.to_string();
     // argon2 is deliberately slow: keep it off the async workers.
     let ok = tokio::task::spawn_blocking(move || {
-        password::verify(&candidate, stored.as_deref().unwrap_or_else(|| password::dummy_hash()))
+        password::verify(
+            &candidate,
+            stored.as_deref().unwrap_or_else(|| password::dummy_hash()),
+        )
     })
     .await?;
     Ok(account.filter(|_| ok).map(|a| a.account_id))
 }
 
 /// Starts a session; returns the cookie value.
-pub async fn start_session(db: &SqlitePool, account_id: i64, lifetime: Duration) -> anyhow::Result<String> {
+pub async fn start_session(
+    db: &SqlitePool,
+    account_id: i64,
+    lifetime: Duration,
+) -> anyhow::Result<String> {
     let token = tokens::generate(tokens::SESSION_PREFIX);
     let now = db::now_ms();
     let mut conn = db.acquire().await?;
-    db::sessions::insert(&mut conn, &tokens::digest(&token), account_id, now, now + i64::try_from(lifetime.as_millis())?)
-        .await?;
+    db::sessions::insert(
+        &mut conn,
+        &tokens::digest(&token),
+        account_id,
+        now,
+        now + i64::try_from(lifetime.as_millis())?,
+    )
+    .await?;
     Ok(token)
 }

@@ -20,10 +20,15 @@ pub struct CreatedToken {
 /// Checks the requested lifetime and uses; the error says the allowed range.
 pub fn validate(lifetime: Duration, max_uses: u32) -> Result<(), String> {
     if lifetime < Duration::from_secs(60) || lifetime > MAX_LIFETIME {
-        return Err("The token's lifetime must be between 1 minute and 365 days (for example 24h or 7d).".into());
+        return Err(
+            "The token's lifetime must be between 1 minute and 365 days (for example 24h or 7d)."
+                .into(),
+        );
     }
     if max_uses == 0 || max_uses > MAX_USES {
-        return Err(format!("The number of uses must be between 1 and {MAX_USES}."));
+        return Err(format!(
+            "The number of uses must be between 1 and {MAX_USES}."
+        ));
     }
     Ok(())
 }
@@ -38,9 +43,15 @@ pub async fn create(
     let token = tokens::generate(tokens::ENROLLMENT_PREFIX);
     let expires_at = now + i64::try_from(lifetime.as_millis())?;
     let mut tx = db.begin().await?;
-    let row =
-        db::enrollment_tokens::insert(&mut tx, &tokens::digest(&token), actor, now, expires_at, i64::from(max_uses))
-            .await?;
+    let row = db::enrollment_tokens::insert(
+        &mut tx,
+        &tokens::digest(&token),
+        actor,
+        now,
+        expires_at,
+        i64::from(max_uses),
+    )
+    .await?;
     db::audit::insert(
         &mut tx,
         &NewAuditEntry {
@@ -88,7 +99,9 @@ pub async fn revoke(db: &SqlitePool, actor: &str, id: i64) -> anyhow::Result<Rev
         },
     )
     .await?;
-    let after = db::enrollment_tokens::get(&mut tx, id).await?.unwrap_or(before);
+    let after = db::enrollment_tokens::get(&mut tx, id)
+        .await?
+        .unwrap_or(before);
     tx.commit().await?;
     Ok(Revoked::Done(after))
 }

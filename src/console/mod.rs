@@ -23,7 +23,10 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
     let key = ConsoleKey::load_or_create(&args.data_dir)?;
     let config = FleetConfig {
         environment: args.environment,
-        thresholds: Thresholds { unhealthy_after: args.unhealthy_after, inactive_after: args.inactive_after },
+        thresholds: Thresholds {
+            unhealthy_after: args.unhealthy_after,
+            inactive_after: args.inactive_after,
+        },
         hide_inactive_after: args.hide_inactive_after,
         poll_interval: args.poll_interval,
         poll_timeout: args.poll_timeout,
@@ -45,7 +48,10 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
         db,
         fleet,
         key,
-        settings: Arc::new(ConsoleSettings { public_url, session_lifetime: Duration::from_secs(12 * 3600) }),
+        settings: Arc::new(ConsoleSettings {
+            public_url,
+            session_lifetime: Duration::from_secs(12 * 3600),
+        }),
         setup_token: Arc::new(Mutex::new(setup_token)),
     })
 }
@@ -58,7 +64,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let state = build_state(&args, local).await?;
     tracing::info!(address = %local, data_dir = %args.data_dir.display(), environment = %args.environment, "console listening");
-    if let Some(token) = state.setup_token.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+    if let Some(token) = state
+        .setup_token
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_deref()
+    {
         // Printed, not logged: the link is meant for the person who started the console.
         println!(
             "No administrator yet. Open {}/setup?token={token} to create the first Global Administrator.",
@@ -72,11 +83,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sessions = tokio::spawn(expire_sessions(state.db.clone()));
 
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     sessions.abort();
-    background.await.context("the fleet background task failed")?;
+    background
+        .await
+        .context("the fleet background task failed")?;
     Ok(())
 }
 
@@ -115,7 +130,9 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::CreateUser(args) => {
             let role: Role = args.role.parse().map_err(anyhow::Error::msg)?;
             let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password).context("cannot read the password from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from standard input")?;
             let password = password.trim_end_matches(['\n', '\r']);
             let db = db::open(&args.data_dir).await?;
             accounts::create(&db, "cli", &args.username, password, role).await?;

@@ -12,10 +12,15 @@ pub struct AccountRow {
 }
 
 pub async fn count(pool: &SqlitePool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM account").fetch_one(pool).await
+    sqlx::query_scalar("SELECT COUNT(*) FROM account")
+        .fetch_one(pool)
+        .await
 }
 
-pub async fn get_by_username(pool: &SqlitePool, username: &str) -> sqlx::Result<Option<AccountRow>> {
+pub async fn get_by_username(
+    pool: &SqlitePool,
+    username: &str,
+) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as("SELECT * FROM account WHERE username = ?")
         .bind(username)
         .fetch_optional(pool)
@@ -30,7 +35,9 @@ pub async fn get(pool: &SqlitePool, account_id: i64) -> sqlx::Result<Option<Acco
 }
 
 pub async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<AccountRow>> {
-    sqlx::query_as("SELECT * FROM account ORDER BY username").fetch_all(pool).await
+    sqlx::query_as("SELECT * FROM account ORDER BY username")
+        .fetch_all(pool)
+        .await
 }
 
 /// Inserts an account; a taken username surfaces as a unique-constraint error the caller maps.

@@ -164,7 +164,11 @@ pub async fn insert_event(conn: &mut SqliteConnection, event: &NewAgentEvent) ->
 }
 
 /// Newest first.
-pub async fn list_events(pool: &SqlitePool, agent_id: &str, limit: i64) -> sqlx::Result<Vec<AgentEventRow>> {
+pub async fn list_events(
+    pool: &SqlitePool,
+    agent_id: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<AgentEventRow>> {
     sqlx::query_as("SELECT * FROM agent_event WHERE agent_id = ? ORDER BY at DESC, agent_event_id DESC LIMIT ?")
         .bind(agent_id)
         .bind(limit)

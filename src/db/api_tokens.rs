@@ -21,10 +21,16 @@ pub async fn insert(
 }
 
 /// The account a token acts for; also stamps `last_used_at`.
-pub async fn use_token(pool: &SqlitePool, token_hash: &[u8], now: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("UPDATE api_token SET last_used_at = ? WHERE token_hash = ? RETURNING account_id")
-        .bind(now)
-        .bind(token_hash)
-        .fetch_optional(pool)
-        .await
+pub async fn use_token(
+    pool: &SqlitePool,
+    token_hash: &[u8],
+    now: i64,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "UPDATE api_token SET last_used_at = ? WHERE token_hash = ? RETURNING account_id",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await
 }

@@ -45,12 +45,20 @@ pub async fn insert(conn: &mut SqliteConnection, entry: &NewAuditEntry<'_>) -> s
 }
 
 /// Newest first.
-pub async fn list(pool: &SqlitePool, limit: i64, offset: i64) -> sqlx::Result<(Vec<AuditRow>, i64)> {
-    let rows = sqlx::query_as("SELECT * FROM audit_log ORDER BY at DESC, audit_log_id DESC LIMIT ? OFFSET ?")
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(pool)
+pub async fn list(
+    pool: &SqlitePool,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<AuditRow>, i64)> {
+    let rows = sqlx::query_as(
+        "SELECT * FROM audit_log ORDER BY at DESC, audit_log_id DESC LIMIT ? OFFSET ?",
+    )
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(pool)
         .await?;
-    let total = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(pool).await?;
     Ok((rows, total))
 }

@@ -55,7 +55,10 @@ pub async fn insert(
     .await
 }
 
-pub async fn get_by_hash(conn: &mut SqliteConnection, token_hash: &[u8]) -> sqlx::Result<Option<EnrollmentTokenRow>> {
+pub async fn get_by_hash(
+    conn: &mut SqliteConnection,
+    token_hash: &[u8],
+) -> sqlx::Result<Option<EnrollmentTokenRow>> {
     sqlx::query_as("SELECT * FROM enrollment_token WHERE token_hash = ?")
         .bind(token_hash)
         .fetch_optional(conn)
@@ -83,22 +86,30 @@ pub async fn consume(conn: &mut SqliteConnection, id: i64, now: i64) -> sqlx::Re
 }
 
 pub async fn revoke(conn: &mut SqliteConnection, id: i64, by: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE enrollment_token SET revoked_at = ?, revoked_by = ? WHERE enrollment_token_id = ?")
-        .bind(now)
-        .bind(by)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE enrollment_token SET revoked_at = ?, revoked_by = ? WHERE enrollment_token_id = ?",
+    )
+    .bind(now)
+    .bind(by)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Newest first.
-pub async fn list(pool: &SqlitePool, limit: i64, offset: i64) -> sqlx::Result<(Vec<EnrollmentTokenRow>, i64)> {
+pub async fn list(
+    pool: &SqlitePool,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<EnrollmentTokenRow>, i64)> {
     let rows = sqlx::query_as("SELECT * FROM enrollment_token ORDER BY created_at DESC, enrollment_token_id DESC LIMIT ? OFFSET ?")
         .bind(limit)
         .bind(offset)
         .fetch_all(pool)
         .await?;
-    let total = sqlx::query_scalar("SELECT COUNT(*) FROM enrollment_token").fetch_one(pool).await?;
+    let total = sqlx::query_scalar("SELECT COUNT(*) FROM enrollment_token")
+        .fetch_one(pool)
+        .await?;
     Ok((rows, total))
 }

@@ -9,18 +9,24 @@ pub async fn insert(
     now: i64,
     expires_at: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO session (token_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-        .bind(token_hash)
-        .bind(account_id)
-        .bind(now)
-        .bind(expires_at)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO session (token_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(token_hash)
+    .bind(account_id)
+    .bind(now)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// The account id of a live session.
-pub async fn get_account(pool: &SqlitePool, token_hash: &[u8], now: i64) -> sqlx::Result<Option<i64>> {
+pub async fn get_account(
+    pool: &SqlitePool,
+    token_hash: &[u8],
+    now: i64,
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("SELECT account_id FROM session WHERE token_hash = ? AND expires_at > ?")
         .bind(token_hash)
         .bind(now)

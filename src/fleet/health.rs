@@ -103,7 +103,10 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, S
                 format!("no heartbeat within {} of enrollment", human(unhealthy_ms)),
             );
         }
-        return (Health::Degraded, "enrolled; waiting for the first heartbeat".into());
+        return (
+            Health::Degraded,
+            "enrolled; waiting for the first heartbeat".into(),
+        );
     };
     let silent = now - last;
     if silent > unhealthy_ms {
@@ -118,21 +121,36 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, S
         );
     }
     if let Some(error) = o.last_poll_error {
-        return (Health::Unhealthy, format!("health endpoint unreachable: {error}"));
+        return (
+            Health::Unhealthy,
+            format!("health endpoint unreachable: {error}"),
+        );
     }
     if silent > 2 * interval_ms {
         return (
             Health::Degraded,
-            format!("heartbeat overdue: none for 2 intervals ({})", human(2 * interval_ms)),
+            format!(
+                "heartbeat overdue: none for 2 intervals ({})",
+                human(2 * interval_ms)
+            ),
         );
     }
     if let Some(check) = o.checks.iter().find(|c| c.status == CheckStatus::Fail) {
-        return (Health::Unhealthy, format!("check {} failing: {}", check.name, check.message));
+        return (
+            Health::Unhealthy,
+            format!("check {} failing: {}", check.name, check.message),
+        );
     }
     if let Some(check) = o.checks.iter().find(|c| c.status == CheckStatus::Warn) {
-        return (Health::Degraded, format!("check {}: {}", check.name, check.message));
+        return (
+            Health::Degraded,
+            format!("check {}: {}", check.name, check.message),
+        );
     }
-    (Health::Healthy, "heartbeats on time; all checks pass".into())
+    (
+        Health::Healthy,
+        "heartbeats on time; all checks pass".into(),
+    )
 }
 
 fn millis(d: Duration) -> i64 {
@@ -178,7 +196,10 @@ mod tests {
         assert_eq!(evaluate_health(&o, &T, at(61)).0, Health::Degraded);
         let (h, reason) = evaluate_health(&o, &T, at(91));
         assert_eq!(h, Health::Unhealthy);
-        assert_eq!(reason, "no heartbeat for 3 intervals (90s without a heartbeat)");
+        assert_eq!(
+            reason,
+            "no heartbeat for 3 intervals (90s without a heartbeat)"
+        );
         assert_eq!(evaluate_status(&o, &T, at(3599)), Status::Active);
         assert_eq!(evaluate_status(&o, &T, at(3601)), Status::Inactive);
     }
@@ -193,8 +214,16 @@ mod tests {
     #[test]
     fn poll_failures_and_checks_give_their_reason() {
         let checks = [
-            HealthCheck { name: "disk".into(), status: CheckStatus::Warn, message: "90% full".into() },
-            HealthCheck { name: "ldap".into(), status: CheckStatus::Fail, message: "bind refused".into() },
+            HealthCheck {
+                name: "disk".into(),
+                status: CheckStatus::Warn,
+                message: "90% full".into(),
+            },
+            HealthCheck {
+                name: "ldap".into(),
+                status: CheckStatus::Fail,
+                message: "bind refused".into(),
+            },
         ];
         let mut o = observed(Some(0));
         o.checks = &checks;
@@ -203,11 +232,17 @@ mod tests {
             (Health::Unhealthy, "check ldap failing: bind refused".into())
         );
         o.checks = &checks[..1];
-        assert_eq!(evaluate_health(&o, &T, 1000), (Health::Degraded, "check disk: 90% full".into()));
+        assert_eq!(
+            evaluate_health(&o, &T, 1000),
+            (Health::Degraded, "check disk: 90% full".into())
+        );
         o.last_poll_error = Some("connection refused");
         assert_eq!(
             evaluate_health(&o, &T, 1000),
-            (Health::Unhealthy, "health endpoint unreachable: connection refused".into())
+            (
+                Health::Unhealthy,
+                "health endpoint unreachable: connection refused".into()
+            )
         );
     }
 

@@ -12,7 +12,8 @@ pub mod poll;
 use crate::auth::tokens::{self, ConsoleKey};
 use crate::db::{self, agents::AgentRow, agents::NewAgentEvent, audit::NewAuditEntry};
 use crate::protocol::{
-    EnrollRequest, EnrollResponse, Environment, Extension, HealthCheck, Heartbeat, HeartbeatResponse, WhoAmI,
+    EnrollRequest, EnrollResponse, Environment, Extension, HealthCheck, Heartbeat,
+    HeartbeatResponse, WhoAmI,
 };
 use health::{Health, Observed, Status, Thresholds};
 use serde_json::json;
@@ -158,7 +159,10 @@ impl Agent {
         } else {
             addr.ip()
         };
-        Some(format!("http://{}", std::net::SocketAddr::new(ip, addr.port())))
+        Some(format!(
+            "http://{}",
+            std::net::SocketAddr::new(ip, addr.port())
+        ))
     }
 }
 
@@ -174,7 +178,10 @@ pub enum EnrollError {
     #[error("The enrollment token has been used {0} of {0} times. Create a new one, or one with more uses (--max-uses).")]
     UsedUp(i64),
     #[error("This console serves the {console} environment, but the agent was installed for {agent}. Install the agent with --environment {console}, or enroll it with a console started with --environment {agent}.")]
-    EnvironmentMismatch { console: Environment, agent: Environment },
+    EnvironmentMismatch {
+        console: Environment,
+        agent: Environment,
+    },
     #[error("The machine name must be 1 to 255 characters without control characters.")]
     BadMachineName,
     #[error(transparent)]
@@ -278,14 +285,19 @@ struct Inner {
 impl Inner {
     /// Re-evaluates one agent and queues an event for each transition.
     fn reevaluate(&mut self, id: &str, t: &Thresholds, now: i64, contact_reason: Option<&str>) {
-        let Some(agent) = self.agents.get_mut(id) else { return };
+        let Some(agent) = self.agents.get_mut(id) else {
+            return;
+        };
         let status = health::evaluate_status(&agent.observed(), t, now);
         let (health, reason) = health::evaluate_health(&agent.observed(), t, now);
         let mut changed = false;
         if status != agent.status {
             let why = match status {
                 Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
-                Status::Inactive => format!("no contact for {}", health::human(now - agent.last_contact_at)),
+                Status::Inactive => format!(
+                    "no contact for {}",
+                    health::human(now - agent.last_contact_at)
+                ),
             };
             self.events.push(NewAgentEvent {
                 agent_id: id.into(),
@@ -333,12 +345,18 @@ pub struct Fleet {
 
 impl Fleet {
     /// Loads every agent from the database.
-    pub async fn load(db: SqlitePool, key: ConsoleKey, config: FleetConfig) -> anyhow::Result<Self> {
+    pub async fn load(
+        db: SqlitePool,
+        key: ConsoleKey,
+        config: FleetConfig,
+    ) -> anyhow::Result<Self> {
         let rows = db::agents::load_all(&db).await?;
         let mut inner = Inner::default();
         for row in rows {
             let agent = Agent::from_row(row);
-            inner.by_credential.insert(agent.credential_hash.clone(), agent.id.clone());
+            inner
+                .by_credential
+                .insert(agent.credential_hash.clone(), agent.id.clone());
             inner.agents.insert(agent.id.clone(), agent);
         }
         let http = reqwest::Client::builder()
@@ -346,7 +364,13 @@ impl Fleet {
             .timeout(config.poll_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
-        Ok(Fleet { inner: RwLock::new(inner), db, key, config, http })
+        Ok(Fleet {
+            inner: RwLock::new(inner),
+            db,
+            key,
+            config,
+            http,
+        })
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -354,18 +378,29 @@ impl Fleet {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers an agent (or re-registers the same one) with an enrollment token.
-    pub async fn enroll(&self, req: EnrollRequest, external_ip: String) -> Result<EnrollResponse, EnrollError> {
+    pub async fn enroll(
+        &self,
+        req: EnrollRequest,
+        external_ip: String,
+    ) -> Result<EnrollResponse, EnrollError> {
         let now = db::now_ms();
         let machine_name = req.machine_name.trim().to_string();
-        if machine_name.is_empty() || machine_name.len() > 255 || machine_name.chars().any(char::is_control) {
+        if machine_name.is_empty()
+            || machine_name.len() > 255
+            || machine_name.chars().any(char::is_control)
+        {
             return Err(EnrollError::BadMachineName);
         }
         if req.environment != self.config.environment {
@@ -375,14 +410,18 @@ impl Fleet {
             });
         }
         let mut tx = self.db.begin().await?;
-        let token = db::enrollment_tokens::get_by_hash(&mut tx, &tokens::digest(&req.enrollment_token))
-            .await?
-            .ok_or(EnrollError::Invalid)?;
+        let token =
+            db::enrollment_tokens::get_by_hash(&mut tx, &tokens::digest(&req.enrollment_token))
+                .await?
+                .ok_or(EnrollError::Invalid)?;
         if let Some(by) = &token.revoked_by {
             return Err(EnrollError::Revoked(by.clone()));
         }
         if token.expires_at <= now {
-            return Err(EnrollError::Expired(format!("{} ago", health::human(now - token.expires_at))));
+            return Err(EnrollError::Expired(format!(
+                "{} ago",
+                health::human(now - token.expires_at)
+            )));
         }
         if !db::enrollment_tokens::consume(&mut tx, token.enrollment_token_id, now).await? {
             return Err(EnrollError::UsedUp(token.max_uses));
@@ -392,7 +431,10 @@ impl Fleet {
         let mut previous = None;
         if let Some(existing) = &req.existing {
             if let Some(row) = db::agents::get(&mut tx, &existing.agent_id).await? {
-                if tokens::equal(&row.credential_hash, &tokens::digest(&existing.agent_credential)) {
+                if tokens::equal(
+                    &row.credential_hash,
+                    &tokens::digest(&existing.agent_credential),
+                ) {
                     previous = Some(Agent::from_row(row));
                 }
             }
@@ -441,17 +483,27 @@ impl Fleet {
             },
         };
         db::agents::upsert(&mut tx, &agent.to_row()).await?;
-        let (action, what) = if reinstalled { ("agent.reinstall", "re-installed") } else { ("agent.enroll", "enrolled") };
+        let (action, what) = if reinstalled {
+            ("agent.reinstall", "re-installed")
+        } else {
+            ("agent.enroll", "enrolled")
+        };
         let event = NewAgentEvent {
             agent_id: agent.id.clone(),
             at: now,
             kind: "lifecycle",
             from_value: None,
             to_value: what.into(),
-            reason: format!("{what} from {} with enrollment token #{}", agent.external_ip, token.enrollment_token_id),
+            reason: format!(
+                "{what} from {} with enrollment token #{}",
+                agent.external_ip, token.enrollment_token_id
+            ),
         };
         db::agents::insert_event(&mut tx, &event).await?;
-        let actor = format!("enrollment token #{} (created by {})", token.enrollment_token_id, token.created_by);
+        let actor = format!(
+            "enrollment token #{} (created by {})",
+            token.enrollment_token_id, token.created_by
+        );
         db::audit::insert(
             &mut tx,
             &NewAuditEntry {
@@ -470,7 +522,9 @@ impl Fleet {
         let response = EnrollResponse {
             agent_id: agent.id.clone(),
             agent_credential: credential,
-            console_token: self.key.console_token(&agent.id, agent.console_token_generation),
+            console_token: self
+                .key
+                .console_token(&agent.id, agent.console_token_generation),
             reinstalled,
             environment: agent.environment,
         };
@@ -479,18 +533,28 @@ impl Fleet {
             let old_hash = old.credential_hash.clone();
             inner.by_credential.remove(&old_hash);
         }
-        inner.by_credential.insert(agent.credential_hash.clone(), agent.id.clone());
+        inner
+            .by_credential
+            .insert(agent.credential_hash.clone(), agent.id.clone());
         inner.agents.insert(agent.id.clone(), agent);
         Ok(response)
     }
 
     /// The agent a bearer credential belongs to.
     pub fn authenticate(&self, credential: &str) -> Option<String> {
-        self.read().by_credential.get(&tokens::digest(credential)).cloned()
+        self.read()
+            .by_credential
+            .get(&tokens::digest(credential))
+            .cloned()
     }
 
     /// Applies a heartbeat. The state reaches the database with the next flush.
-    pub fn heartbeat(&self, agent_id: &str, hb: Heartbeat, external_ip: String) -> Option<HeartbeatResponse> {
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        hb: Heartbeat,
+        external_ip: String,
+    ) -> Option<HeartbeatResponse> {
         let now = db::now_ms();
         let mut inner = self.write();
         let agent = inner.agents.get_mut(agent_id)?;
@@ -501,14 +565,20 @@ impl Fleet {
         agent.version = truncate(hb.version, 64);
         agent.machine_name = truncate(hb.machine_name, 255);
         agent.uptime_seconds = i64::try_from(hb.uptime_seconds).ok();
-        agent.heartbeat_interval_seconds = i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
+        agent.heartbeat_interval_seconds =
+            i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
         agent.listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
         agent.checks = hb.checks.into_iter().take(32).collect();
         agent.external_ip = external_ip;
         agent.last_heartbeat_at = Some(now);
         agent.last_contact_at = now;
         inner.dirty.insert(agent_id.to_string());
-        inner.reevaluate(agent_id, &self.config.thresholds, now, Some("heartbeat received"));
+        inner.reevaluate(
+            agent_id,
+            &self.config.thresholds,
+            now,
+            Some("heartbeat received"),
+        );
         let agent = inner.agents.get(agent_id)?;
         Some(HeartbeatResponse {
             agent_id: agent.id.clone(),
@@ -536,8 +606,13 @@ impl Fleet {
     /// One page of agents matching `filter`, and how many match in all.
     pub fn list(&self, filter: &AgentFilter, limit: usize, offset: usize) -> (Vec<Agent>, usize) {
         let now = db::now_ms();
-        let hide_ms = i64::try_from(self.config.hide_inactive_after.as_millis()).unwrap_or(i64::MAX);
-        let needle = filter.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+        let hide_ms =
+            i64::try_from(self.config.hide_inactive_after.as_millis()).unwrap_or(i64::MAX);
+        let needle = filter
+            .search
+            .as_deref()
+            .map(str::to_lowercase)
+            .filter(|s| !s.is_empty());
         let inner = self.read();
         let mut matching: Vec<&Agent> = inner
             .agents
@@ -562,20 +637,33 @@ impl Fleet {
         match filter.sort {
             SortKey::MachineName => matching.sort_by_cached_key(key),
             SortKey::LastHeartbeat => matching.sort_by_key(|a| (a.last_heartbeat_at, a.id.clone())),
-            SortKey::Health => matching.sort_by_key(|a| (std::cmp::Reverse(a.health), a.machine_name.to_lowercase())),
-            SortKey::Status => matching.sort_by_key(|a| (a.status.as_str(), a.machine_name.to_lowercase())),
-            SortKey::Version => matching.sort_by_key(|a| (a.version.clone(), a.machine_name.to_lowercase())),
+            SortKey::Health => matching
+                .sort_by_key(|a| (std::cmp::Reverse(a.health), a.machine_name.to_lowercase())),
+            SortKey::Status => {
+                matching.sort_by_key(|a| (a.status.as_str(), a.machine_name.to_lowercase()))
+            }
+            SortKey::Version => {
+                matching.sort_by_key(|a| (a.version.clone(), a.machine_name.to_lowercase()))
+            }
         }
         if filter.descending {
             matching.reverse();
         }
-        let page = matching.into_iter().skip(offset).take(limit).cloned().collect();
+        let page = matching
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
         (page, total)
     }
 
     pub fn summary(&self) -> FleetSummary {
         let inner = self.read();
-        let mut s = FleetSummary { total: inner.agents.len(), ..Default::default() };
+        let mut s = FleetSummary {
+            total: inner.agents.len(),
+            ..Default::default()
+        };
         let mut versions: HashMap<&str, usize> = HashMap::new();
         for a in inner.agents.values() {
             match a.status {
@@ -589,8 +677,12 @@ impl Fleet {
             }
             *versions.entry(a.version.as_str()).or_default() += 1;
         }
-        s.versions = versions.into_iter().map(|(v, n)| (v.to_string(), n)).collect();
-        s.versions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        s.versions = versions
+            .into_iter()
+            .map(|(v, n)| (v.to_string(), n))
+            .collect();
+        s.versions
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         s
     }
 
@@ -607,8 +699,15 @@ impl Fleet {
     }
 
     /// Deletes an agent: its record, credential and timeline. Active agents only with `force`.
-    pub async fn delete(&self, agent_id: &str, actor: &str, force: bool) -> Result<Agent, DeleteError> {
-        let agent = self.get(agent_id).ok_or_else(|| DeleteError::NotFound(agent_id.into()))?;
+    pub async fn delete(
+        &self,
+        agent_id: &str,
+        actor: &str,
+        force: bool,
+    ) -> Result<Agent, DeleteError> {
+        let agent = self
+            .get(agent_id)
+            .ok_or_else(|| DeleteError::NotFound(agent_id.into()))?;
         let now = db::now_ms();
         if agent.status == Status::Active && !force {
             return Err(DeleteError::Active(
@@ -625,7 +724,11 @@ impl Fleet {
             &NewAuditEntry {
                 at: now,
                 actor,
-                action: if force { "agent.delete.forced" } else { "agent.delete" },
+                action: if force {
+                    "agent.delete.forced"
+                } else {
+                    "agent.delete"
+                },
                 target_type: "agent",
                 target_id: agent_id,
                 before: Some(agent.audit_json()),
@@ -660,7 +763,11 @@ impl Fleet {
                 return Ok(0);
             }
             let dirty = std::mem::take(&mut inner.dirty);
-            let rows: Vec<AgentRow> = dirty.iter().filter_map(|id| inner.agents.get(id)).map(Agent::to_row).collect();
+            let rows: Vec<AgentRow> = dirty
+                .iter()
+                .filter_map(|id| inner.agents.get(id))
+                .map(Agent::to_row)
+                .collect();
             (rows, std::mem::take(&mut inner.events))
         };
         let written = rows.len();
@@ -687,7 +794,8 @@ impl Fleet {
 
     /// The token the console presents when calling this agent.
     fn console_token_for(&self, agent: &Agent) -> String {
-        self.key.console_token(&agent.id, agent.console_token_generation)
+        self.key
+            .console_token(&agent.id, agent.console_token_generation)
     }
 
     /// Runs the flusher, the sweeper and the poller until `shutdown` fires, then flushes a last time.

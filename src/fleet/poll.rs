@@ -32,7 +32,11 @@ impl Fleet {
                 self.poll_one(&id).await;
             })
             .await;
-        tracing::debug!(agents = count, elapsed_ms = started.elapsed().as_millis() as u64, "health poll round done");
+        tracing::debug!(
+            agents = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "health poll round done"
+        );
     }
 
     /// Polls one agent now and applies the result. None when the agent does not exist.
@@ -43,8 +47,13 @@ impl Fleet {
             (agent.api_base_url(), self.console_token_for(agent))
         };
         let result = match url {
-            None => Err("the agent has not reported its API address yet (no heartbeat)".to_string()),
-            Some(base) => self.fetch_health(&format!("{base}{AGENT_API}/health"), &token).await,
+            None => {
+                Err("the agent has not reported its API address yet (no heartbeat)".to_string())
+            }
+            Some(base) => {
+                self.fetch_health(&format!("{base}{AGENT_API}/health"), &token)
+                    .await
+            }
         };
         let now = db::now_ms();
         let mut inner = self.write();
@@ -56,15 +65,26 @@ impl Fleet {
                 agent.last_contact_at = now;
                 agent.checks = health.checks.into_iter().take(32).collect();
                 agent.uptime_seconds = i64::try_from(health.uptime_seconds).ok();
-                PollOutcome { ok: true, message: "health endpoint answered".into() }
+                PollOutcome {
+                    ok: true,
+                    message: "health endpoint answered".into(),
+                }
             }
             Err(message) => {
                 agent.last_poll_error = Some(message.clone());
-                PollOutcome { ok: false, message: format!("health endpoint unreachable: {message}") }
+                PollOutcome {
+                    ok: false,
+                    message: format!("health endpoint unreachable: {message}"),
+                }
             }
         };
         inner.dirty.insert(agent_id.to_string());
-        inner.reevaluate(agent_id, &self.config.thresholds, now, Some("health poll answered"));
+        inner.reevaluate(
+            agent_id,
+            &self.config.thresholds,
+            now,
+            Some("health poll answered"),
+        );
         Some(outcome)
     }
 
@@ -81,7 +101,9 @@ impl Fleet {
                 .json::<AgentHealth>()
                 .await
                 .map_err(|e| format!("invalid health response: {}", innermost(&e))),
-            401 => Err("the agent refused the console's credential (401); re-install the agent".into()),
+            401 => {
+                Err("the agent refused the console's credential (401); re-install the agent".into())
+            }
             code => Err(format!("the agent answered HTTP {code}")),
         }
     }

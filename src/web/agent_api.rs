@@ -32,9 +32,15 @@ pub struct AgentCaller(pub String);
 
 impl FromRequestParts<AppState> for AgentCaller {
     type Rejection = super::error::ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let credential = bearer(&parts.headers)
-            .ok_or_else(|| AppError::unauthorized("Send the agent credential as Authorization: Bearer <credential>."))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let credential = bearer(&parts.headers).ok_or_else(|| {
+            AppError::unauthorized(
+                "Send the agent credential as Authorization: Bearer <credential>.",
+            )
+        })?;
         let id = state.fleet.authenticate(credential).ok_or_else(|| {
             AppError::unauthorized("The agent credential is not known to this console: the agent was deleted or re-installed elsewhere. Run `hybridsync agent install` again.")
         })?;
@@ -50,7 +56,14 @@ pub async fn enroll(
     match state.fleet.enroll(req, ip).await {
         Ok(resp) => {
             tracing::info!(agent_id = %resp.agent_id, reinstalled = resp.reinstalled, "agent enrolled");
-            Ok((if resp.reinstalled { StatusCode::OK } else { StatusCode::CREATED }, Json(resp)))
+            Ok((
+                if resp.reinstalled {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                Json(resp),
+            ))
         }
         Err(EnrollError::Database(e)) => Err(e.into()),
         Err(e) => {
@@ -72,14 +85,18 @@ pub async fn heartbeat(
     ClientIp(ip): ClientIp,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    let resp = state
-        .fleet
-        .heartbeat(&id, hb, ip)
-        .ok_or_else(|| AppError::unauthorized("This agent was deleted from the console. Run `hybridsync agent install` again."))?;
+    let resp = state.fleet.heartbeat(&id, hb, ip).ok_or_else(|| {
+        AppError::unauthorized(
+            "This agent was deleted from the console. Run `hybridsync agent install` again.",
+        )
+    })?;
     Ok(Json(resp))
 }
 
-pub async fn whoami(State(state): State<AppState>, AgentCaller(id): AgentCaller) -> ApiResult<Json<WhoAmI>> {
+pub async fn whoami(
+    State(state): State<AppState>,
+    AgentCaller(id): AgentCaller,
+) -> ApiResult<Json<WhoAmI>> {
     let who = state
         .fleet
         .whoami(&id)

@@ -35,7 +35,12 @@ struct HomePage {
 pub async fn home(State(state): State<AppState>, user: CurrentUser) -> AppResult<Response> {
     let s = state.fleet.summary();
     let now = db::now_ms();
-    let attention = state.fleet.needing_attention(10).iter().map(|a| AgentView::new(a, now)).collect();
+    let attention = state
+        .fleet
+        .needing_attention(10)
+        .iter()
+        .map(|a| AgentView::new(a, now))
+        .collect();
     render(&HomePage {
         layout: Layout::new(&user, "home"),
         total: s.total,
@@ -75,13 +80,17 @@ impl ListQuery {
             "" => None,
             "all" => Some(StatusFilter::All),
             s => Some(StatusFilter::Only(Status::parse(s).ok_or_else(|| {
-                AppError::bad_request(format!("Unknown status {s:?}: use active, inactive or all."))
+                AppError::bad_request(format!(
+                    "Unknown status {s:?}: use active, inactive or all."
+                ))
             })?)),
         };
         let health = match self.health.as_str() {
             "" => None,
             h => Some(Health::parse(h).ok_or_else(|| {
-                AppError::bad_request(format!("Unknown health {h:?}: use healthy, degraded or unhealthy."))
+                AppError::bad_request(format!(
+                    "Unknown health {h:?}: use healthy, degraded or unhealthy."
+                ))
             })?),
         };
         let sort = match self.sort.as_str() {
@@ -95,16 +104,32 @@ impl ListQuery {
         let descending = match self.order.as_str() {
             "" | "asc" => false,
             "desc" => true,
-            o => return Err(AppError::bad_request(format!("Unknown order {o:?}: use asc or desc."))),
+            o => {
+                return Err(AppError::bad_request(format!(
+                    "Unknown order {o:?}: use asc or desc."
+                )))
+            }
         };
         let search = Some(self.q.trim().to_string()).filter(|s| !s.is_empty());
-        Ok(AgentFilter { status, health, search, sort, descending })
+        Ok(AgentFilter {
+            status,
+            health,
+            search,
+            sort,
+            descending,
+        })
     }
 
     /// The query string without the offset, for pagination and refresh links.
     fn base(&self) -> String {
         let mut parts = Vec::new();
-        for (k, v) in [("status", &self.status), ("health", &self.health), ("q", &self.q), ("sort", &self.sort), ("order", &self.order)] {
+        for (k, v) in [
+            ("status", &self.status),
+            ("health", &self.health),
+            ("q", &self.q),
+            ("sort", &self.sort),
+            ("order", &self.order),
+        ] {
             if !v.is_empty() {
                 parts.push(format!("{k}={}", urlencode(v)));
             }
@@ -149,20 +174,38 @@ fn agents_table(state: &AppState, query: &ListQuery) -> AppResult<AgentsTable> {
     } else {
         format!("/agents/table?{base}&offset={}", query.offset)
     };
-    let base_without_sort = ListQuery { sort: String::new(), order: String::new(), ..query.clone() }.base();
+    let base_without_sort = ListQuery {
+        sort: String::new(),
+        order: String::new(),
+        ..query.clone()
+    }
+    .base();
     Ok(AgentsTable {
         agents: agents.iter().map(|a| AgentView::new(a, now)).collect(),
         pager: Pager::new("/agents", &base, total, PAGE_SIZE, query.offset),
         refresh_url,
         sort: filter.sort.as_str().into(),
-        order: if filter.descending { "desc".into() } else { "asc".into() },
+        order: if filter.descending {
+            "desc".into()
+        } else {
+            "asc".into()
+        },
         base_without_sort,
     })
 }
 
-pub async fn list_agents(State(state): State<AppState>, user: CurrentUser, Query(query): Query<ListQuery>) -> AppResult<Response> {
+pub async fn list_agents(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(query): Query<ListQuery>,
+) -> AppResult<Response> {
     let table = agents_table(&state, &query)?;
-    render(&AgentsPage { layout: Layout::new(&user, "agents"), deleted: query.deleted == "1", query, table })
+    render(&AgentsPage {
+        layout: Layout::new(&user, "agents"),
+        deleted: query.deleted == "1",
+        query,
+        table,
+    })
 }
 
 pub async fn agents_table_partial(
@@ -170,7 +213,9 @@ pub async fn agents_table_partial(
     _user: CurrentUser,
     Query(query): Query<ListQuery>,
 ) -> AppResult<Response> {
-    render(&AgentsTablePartial { table: agents_table(&state, &query)? })
+    render(&AgentsTablePartial {
+        table: agents_table(&state, &query)?,
+    })
 }
 
 pub struct EventView {
@@ -197,7 +242,9 @@ pub struct ShowQuery {
 }
 
 fn unknown_agent(id: &str) -> AppError {
-    AppError::not_found(format!("No agent with id {id}. It may have been deleted; see Cloud sync > Agents."))
+    AppError::not_found(format!(
+        "No agent with id {id}. It may have been deleted; see Cloud sync > Agents."
+    ))
 }
 
 pub async fn show_agent(
@@ -235,7 +282,11 @@ pub async fn check_agent(
     Form(form): Form<CsrfOnly>,
 ) -> AppResult<Redirect> {
     user.check_csrf(&form.csrf, &state.key)?;
-    state.fleet.poll_one(&id).await.ok_or_else(|| unknown_agent(&id))?;
+    state
+        .fleet
+        .poll_one(&id)
+        .await
+        .ok_or_else(|| unknown_agent(&id))?;
     Ok(Redirect::to(&format!("/agents/{id}?checked=1")))
 }
 
@@ -247,7 +298,11 @@ struct DeletePage {
     active: bool,
 }
 
-pub async fn confirm_delete(State(state): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> AppResult<Response> {
+pub async fn confirm_delete(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
     user.principal.require_manage("deleting an agent")?;
     let agent = state.fleet.get(&id).ok_or_else(|| unknown_agent(&id))?;
     render(&DeletePage {
@@ -273,7 +328,11 @@ pub async fn delete_agent(
 ) -> AppResult<Redirect> {
     user.check_csrf(&form.csrf, &state.key)?;
     user.principal.require_manage("deleting an agent")?;
-    match state.fleet.delete(&id, &user.principal.username, form.force.is_some()).await {
+    match state
+        .fleet
+        .delete(&id, &user.principal.username, form.force.is_some())
+        .await
+    {
         Ok(_) => Ok(Redirect::to("/agents?status=all&deleted=1")),
         Err(DeleteError::NotFound(_)) => Err(unknown_agent(&id)),
         Err(e @ DeleteError::Active(..)) => Err(AppError::conflict(e.to_string())),

@@ -41,7 +41,9 @@ impl Paging {
         match self.limit {
             None => Ok(50),
             Some(l @ 1..=500) => Ok(l),
-            Some(l) => Err(AppError::bad_request(format!("limit {l} is out of range: use 1 to 500."))),
+            Some(l) => Err(AppError::bad_request(format!(
+                "limit {l} is out of range: use 1 to 500."
+            ))),
         }
     }
 }
@@ -120,18 +122,36 @@ pub async fn list_agents(
     _user: ApiUser,
     Query(q): Query<AgentsQuery>,
 ) -> ApiResult<Json<ListBody<AgentJson>>> {
-    let limit = Paging { limit: q.limit, offset: q.offset }.limit()?;
-    let list = ListQuery { status: q.status, health: q.health, q: q.q, sort: q.sort, order: q.order, ..Default::default() };
+    let limit = Paging {
+        limit: q.limit,
+        offset: q.offset,
+    }
+    .limit()?;
+    let list = ListQuery {
+        status: q.status,
+        health: q.health,
+        q: q.q,
+        sort: q.sort,
+        order: q.order,
+        ..Default::default()
+    };
     let filter = list.filter()?;
     let (agents, total) = state.fleet.list(&filter, limit, q.offset);
-    Ok(Json(ListBody { items: agents.iter().map(AgentJson::from).collect(), total }))
+    Ok(Json(ListBody {
+        items: agents.iter().map(AgentJson::from).collect(),
+        total,
+    }))
 }
 
 fn unknown_agent(id: &str) -> AppError {
     AppError::not_found(format!("No agent with id {id}."))
 }
 
-pub async fn get_agent(State(state): State<AppState>, _user: ApiUser, Path(id): Path<String>) -> ApiResult<Json<AgentJson>> {
+pub async fn get_agent(
+    State(state): State<AppState>,
+    _user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentJson>> {
     let agent = state.fleet.get(&id).ok_or_else(|| unknown_agent(&id))?;
     Ok(Json(AgentJson::from(&agent)))
 }
@@ -145,10 +165,22 @@ pub struct CheckResult {
 
 /// Check now: polls the agent's health endpoint and answers with the result. Reading, not changing,
 /// so every role may do it.
-pub async fn check_agent(State(state): State<AppState>, _user: ApiUser, Path(id): Path<String>) -> ApiResult<Json<CheckResult>> {
-    let outcome = state.fleet.poll_one(&id).await.ok_or_else(|| unknown_agent(&id))?;
+pub async fn check_agent(
+    State(state): State<AppState>,
+    _user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CheckResult>> {
+    let outcome = state
+        .fleet
+        .poll_one(&id)
+        .await
+        .ok_or_else(|| unknown_agent(&id))?;
     let agent = state.fleet.get(&id).ok_or_else(|| unknown_agent(&id))?;
-    Ok(Json(CheckResult { ok: outcome.ok, message: outcome.message, agent: AgentJson::from(&agent) }))
+    Ok(Json(CheckResult {
+        ok: outcome.ok,
+        message: outcome.message,
+        agent: AgentJson::from(&agent),
+    }))
 }
 
 #[derive(Deserialize, Default)]
@@ -167,7 +199,9 @@ pub async fn delete_agent(
     match state.fleet.delete(&id, &user.username, q.force).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(DeleteError::NotFound(_)) => Err(unknown_agent(&id).into()),
-        Err(e @ DeleteError::Active(..)) => Err(AppError::new(StatusCode::CONFLICT, "agent_active", e.to_string()).into()),
+        Err(e @ DeleteError::Active(..)) => {
+            Err(AppError::new(StatusCode::CONFLICT, "agent_active", e.to_string()).into())
+        }
         Err(DeleteError::Database(e)) => Err(e.into()),
     }
 }
@@ -209,10 +243,14 @@ pub async fn list_enrollment_tokens(
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<ListBody<EnrollmentTokenJson>>> {
     let limit = p.limit()?;
-    let (rows, total) = db::enrollment_tokens::list(&state.db, limit as i64, p.offset as i64).await?;
+    let (rows, total) =
+        db::enrollment_tokens::list(&state.db, limit as i64, p.offset as i64).await?;
     let now = db::now_ms();
     Ok(Json(ListBody {
-        items: rows.iter().map(|r| EnrollmentTokenJson::new(r, now)).collect(),
+        items: rows
+            .iter()
+            .map(|r| EnrollmentTokenJson::new(r, now))
+            .collect(),
         total: usize::try_from(total).unwrap_or(0),
     }))
 }
@@ -240,7 +278,8 @@ pub async fn create_enrollment_token(
     ApiJson(body): ApiJson<NewEnrollmentToken>,
 ) -> ApiResult<Response> {
     user.require_manage("creating an enrollment token")?;
-    let lifetime = parse_duration(body.expires_in.as_deref().unwrap_or("24h")).map_err(AppError::unprocessable)?;
+    let lifetime = parse_duration(body.expires_in.as_deref().unwrap_or("24h"))
+        .map_err(AppError::unprocessable)?;
     let max_uses = body.max_uses.unwrap_or(1);
     enrollment::validate(lifetime, max_uses).map_err(AppError::unprocessable)?;
     let created = enrollment::create(&state.db, &user.username, lifetime, max_uses).await?;
@@ -260,9 +299,12 @@ pub async fn revoke_enrollment_token(
     user.require_manage("revoking an enrollment token")?;
     match enrollment::revoke(&state.db, &user.username, id).await? {
         Revoked::Done(row) => Ok(Json(EnrollmentTokenJson::new(&row, db::now_ms()))),
-        Revoked::AlreadyRevoked => {
-            Err(AppError::new(StatusCode::CONFLICT, "already_revoked", format!("Enrollment token #{id} is already revoked.")).into())
-        }
+        Revoked::AlreadyRevoked => Err(AppError::new(
+            StatusCode::CONFLICT,
+            "already_revoked",
+            format!("Enrollment token #{id} is already revoked."),
+        )
+        .into()),
         Revoked::NotFound => Err(AppError::not_found(format!("No enrollment token #{id}.")).into()),
     }
 }
@@ -279,7 +321,11 @@ pub struct AuditJson {
     after: Option<serde_json::Value>,
 }
 
-pub async fn audit_log(State(state): State<AppState>, _user: ApiUser, Query(p): Query<Paging>) -> ApiResult<Json<ListBody<AuditJson>>> {
+pub async fn audit_log(
+    State(state): State<AppState>,
+    _user: ApiUser,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<ListBody<AuditJson>>> {
     let limit = p.limit()?;
     let (rows, total) = db::audit::list(&state.db, limit as i64, p.offset as i64).await?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());

@@ -105,7 +105,8 @@ pub async fn submit_login(
         return Err(AppError::csrf());
     }
     let username = form.username.trim().to_string();
-    let Some(account_id) = accounts::check_sign_in(&state.db, &username, &form.password).await? else {
+    let Some(account_id) = accounts::check_sign_in(&state.db, &username, &form.password).await?
+    else {
         tracing::info!(username = %username, "sign-in failed");
         let page = LoginPage {
             csrf: state.key.csrf_token(&pre),
@@ -116,11 +117,15 @@ pub async fn submit_login(
         };
         return Ok((StatusCode::UNAUTHORIZED, render(&page)?).into_response());
     };
-    let session = accounts::start_session(&state.db, account_id, state.settings.session_lifetime).await?;
+    let session =
+        accounts::start_session(&state.db, account_id, state.settings.session_lifetime).await?;
     tracing::info!(username = %username, "signed in");
     let lifetime = i64::try_from(state.settings.session_lifetime.as_secs()).unwrap_or(43_200);
     let response = Redirect::to(&safe_next(&form.next)).into_response();
-    Ok(with_cookie(response, Some(set_cookie(SESSION_COOKIE, &session, lifetime))))
+    Ok(with_cookie(
+        response,
+        Some(set_cookie(SESSION_COOKIE, &session, lifetime)),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -129,11 +134,18 @@ pub struct CsrfOnly {
     pub csrf: String,
 }
 
-pub async fn logout(State(state): State<AppState>, user: CurrentUser, Form(form): Form<CsrfOnly>) -> AppResult<Response> {
+pub async fn logout(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Form(form): Form<CsrfOnly>,
+) -> AppResult<Response> {
     user.check_csrf(&form.csrf, &state.key)?;
     db::sessions::delete(&state.db, &tokens::digest(user.session_cookie())).await?;
     let response = Redirect::to("/login").into_response();
-    Ok(with_cookie(response, Some(set_cookie(SESSION_COOKIE, "", 0))))
+    Ok(with_cookie(
+        response,
+        Some(set_cookie(SESSION_COOKIE, "", 0)),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -164,7 +176,12 @@ pub async fn show_setup(
 ) -> AppResult<Response> {
     check_setup_token(&state, &q.token)?;
     let (pre, set) = pre_session(&headers);
-    let page = SetupPage { csrf: state.key.csrf_token(&pre), token: q.token, username: String::new(), error: String::new() };
+    let page = SetupPage {
+        csrf: state.key.csrf_token(&pre),
+        token: q.token,
+        username: String::new(),
+        error: String::new(),
+    };
     Ok(with_cookie(render(&page)?, set))
 }
 
@@ -194,13 +211,26 @@ pub async fn submit_setup(
     check_setup_token(&state, &form.token)?;
     let username = form.username.trim().to_string();
     let again = |error: String| -> AppResult<Response> {
-        let page = SetupPage { csrf: state.key.csrf_token(&pre), token: form.token.clone(), username: username.clone(), error };
+        let page = SetupPage {
+            csrf: state.key.csrf_token(&pre),
+            token: form.token.clone(),
+            username: username.clone(),
+            error,
+        };
         Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)?).into_response())
     };
     if form.password != form.password_confirm {
         return again("The two passwords differ. Type the same password twice.".into());
     }
-    let account_id = match accounts::create(&state.db, "setup", &username, &form.password, Role::GlobalAdministrator).await {
+    let account_id = match accounts::create(
+        &state.db,
+        "setup",
+        &username,
+        &form.password,
+        Role::GlobalAdministrator,
+    )
+    .await
+    {
         Ok(id) => id,
         Err(AccountError::Invalid(msg)) => return again(msg),
         Err(AccountError::Taken(_)) => return again("That username is taken.".into()),
@@ -209,7 +239,11 @@ pub async fn submit_setup(
     // The link is one-time: it dies with the first administrator.
     *state.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
     tracing::info!(username = %username, "first Global Administrator created through the setup link");
-    let session = accounts::start_session(&state.db, account_id, state.settings.session_lifetime).await?;
+    let session =
+        accounts::start_session(&state.db, account_id, state.settings.session_lifetime).await?;
     let lifetime = i64::try_from(state.settings.session_lifetime.as_secs()).unwrap_or(43_200);
-    Ok(with_cookie(Redirect::to("/").into_response(), Some(set_cookie(SESSION_COOKIE, &session, lifetime))))
+    Ok(with_cookie(
+        Redirect::to("/").into_response(),
+        Some(set_cookie(SESSION_COOKIE, &session, lifetime)),
+    ))
 }

@@ -37,7 +37,12 @@ struct DownloadPage {
     error: String,
 }
 
-async fn page(state: &AppState, user: &CurrentUser, new_token: String, error: String) -> AppResult<DownloadPage> {
+async fn page(
+    state: &AppState,
+    user: &CurrentUser,
+    new_token: String,
+    error: String,
+) -> AppResult<DownloadPage> {
     let now = db::now_ms();
     let (rows, _) = db::enrollment_tokens::list(&state.db, 100, 0).await?;
     let tokens = rows
@@ -68,7 +73,10 @@ async fn page(state: &AppState, user: &CurrentUser, new_token: String, error: St
     })
 }
 
-pub async fn show_download(State(state): State<AppState>, user: CurrentUser) -> AppResult<Response> {
+pub async fn show_download(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> AppResult<Response> {
     render(&page(&state, &user, String::new(), String::new()).await?)
 }
 
@@ -88,9 +96,18 @@ pub async fn create_token(
     Form(form): Form<CreateTokenForm>,
 ) -> AppResult<Response> {
     user.check_csrf(&form.csrf, &state.key)?;
-    user.principal.require_manage("creating an enrollment token")?;
-    let lifetime = parse_duration(if form.expires.is_empty() { "24h" } else { form.expires.trim() });
-    let max_uses = if form.max_uses.trim().is_empty() { Ok(1) } else { form.max_uses.trim().parse::<u32>() };
+    user.principal
+        .require_manage("creating an enrollment token")?;
+    let lifetime = parse_duration(if form.expires.is_empty() {
+        "24h"
+    } else {
+        form.expires.trim()
+    });
+    let max_uses = if form.max_uses.trim().is_empty() {
+        Ok(1)
+    } else {
+        form.max_uses.trim().parse::<u32>()
+    };
     let checked = match (lifetime, max_uses) {
         (Err(e), _) => Err(format!("Expires: {e}")),
         (_, Err(_)) => Err("Uses must be a whole number, such as 1 or 10.".to_string()),
@@ -103,12 +120,14 @@ pub async fn create_token(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, body).into_response());
         }
     };
-    let created = enrollment::create(&state.db, &user.principal.username, lifetime, max_uses).await?;
+    let created =
+        enrollment::create(&state.db, &user.principal.username, lifetime, max_uses).await?;
     // Rendered, not redirected: the token exists in plain form only in this response.
     let mut response = render(&page(&state, &user, created.token, String::new()).await?)?;
-    response
-        .headers_mut()
-        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     Ok(response)
 }
 
@@ -119,7 +138,8 @@ pub async fn revoke_token(
     Form(form): Form<CsrfOnly>,
 ) -> AppResult<Redirect> {
     user.check_csrf(&form.csrf, &state.key)?;
-    user.principal.require_manage("revoking an enrollment token")?;
+    user.principal
+        .require_manage("revoking an enrollment token")?;
     match enrollment::revoke(&state.db, &user.principal.username, id).await? {
         Revoked::Done(_) | Revoked::AlreadyRevoked => Ok(Redirect::to("/agents/download")),
         Revoked::NotFound => Err(AppError::not_found(format!("No enrollment token #{id}."))),

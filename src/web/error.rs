@@ -14,7 +14,11 @@ use axum::Json;
 #[derive(Debug)]
 pub enum AppError {
     /// 400, 401, 403, 404, 409, 413, 415, 422…: shown to the user as is.
-    Client { status: StatusCode, code: &'static str, message: String },
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// 500: logged, never shown.
     Internal(anyhow::Error),
 }
@@ -23,7 +27,11 @@ pub type AppResult<T, E = AppError> = Result<T, E>;
 
 impl AppError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError::Client { status, code, message: message.into() }
+        AppError::Client {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -53,14 +61,19 @@ impl AppError {
 
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
-            AppError::Client { status, code, message } => (*status, code, message.clone()),
+            AppError::Client {
+                status,
+                code,
+                message,
+            } => (*status, code, message.clone()),
             AppError::Internal(e) => {
                 // The single place a 5xx detail is logged.
                 tracing::error!(error = ?e, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
-                    "Something went wrong on the console. The details are in the console's log.".into(),
+                    "Something went wrong on the console. The details are in the console's log."
+                        .into(),
                 )
             }
         }
@@ -136,7 +149,16 @@ impl From<AppError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.0.parts();
-        (status, Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code: code.into(),
+                    message,
+                },
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -153,8 +175,13 @@ impl From<JsonRejection> for AppError {
         };
         let message = match status {
             StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.".to_string(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Send the body as JSON with Content-Type: application/json.".into(),
-            _ => format!("{}. Check the request body against the API description.", r.body_text()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "Send the body as JSON with Content-Type: application/json.".into()
+            }
+            _ => format!(
+                "{}. Check the request body against the API description.",
+                r.body_text()
+            ),
         };
         AppError::new(status, code, message)
     }
@@ -162,7 +189,11 @@ impl From<JsonRejection> for AppError {
 
 impl From<FormRejection> for AppError {
     fn from(r: FormRejection) -> Self {
-        AppError::new(r.status(), "invalid_form", format!("The form could not be read: {}", r.body_text()))
+        AppError::new(
+            r.status(),
+            "invalid_form",
+            format!("The form could not be read: {}", r.body_text()),
+        )
     }
 }
 

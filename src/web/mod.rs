@@ -28,20 +28,35 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route("/", get(agents::home))
-        .route("/login", get(auth_pages::show_login).post(auth_pages::submit_login))
+        .route(
+            "/login",
+            get(auth_pages::show_login).post(auth_pages::submit_login),
+        )
         .route("/logout", post(auth_pages::logout))
-        .route("/setup", get(auth_pages::show_setup).post(auth_pages::submit_setup))
+        .route(
+            "/setup",
+            get(auth_pages::show_setup).post(auth_pages::submit_setup),
+        )
         .route("/agents", get(agents::list_agents))
         .route("/agents/table", get(agents::agents_table_partial))
         .route("/agents/download", get(enrollment::show_download))
         .route("/agents/download/tokens", post(enrollment::create_token))
-        .route("/agents/download/tokens/{id}/revoke", post(enrollment::revoke_token))
+        .route(
+            "/agents/download/tokens/{id}/revoke",
+            post(enrollment::revoke_token),
+        )
         .route("/agents/{id}", get(agents::show_agent))
         .route("/agents/{id}/check", post(agents::check_agent))
-        .route("/agents/{id}/delete", get(agents::confirm_delete).post(agents::delete_agent))
+        .route(
+            "/agents/{id}/delete",
+            get(agents::confirm_delete).post(agents::delete_agent),
+        )
         .route("/configurations", get(sections::configurations))
         .route("/provisioning-logs", get(sections::provisioning_logs))
-        .route("/password-reset/on-premises-integration", get(sections::on_premises_integration))
+        .route(
+            "/password-reset/on-premises-integration",
+            get(sections::on_premises_integration),
+        )
         .route("/users", get(sections::users))
         .route("/audit-logs", get(sections::audit_logs))
         .route("/static/{file}", get(static_file))
@@ -49,10 +64,19 @@ pub fn router(state: AppState) -> Router {
 
     let api = Router::new()
         .route("/agents", get(api::list_agents))
-        .route("/agents/{id}", get(api::get_agent).delete(api::delete_agent))
+        .route(
+            "/agents/{id}",
+            get(api::get_agent).delete(api::delete_agent),
+        )
         .route("/agents/{id}/check", post(api::check_agent))
-        .route("/enrollment-tokens", get(api::list_enrollment_tokens).post(api::create_enrollment_token))
-        .route("/enrollment-tokens/{id}", axum::routing::delete(api::revoke_enrollment_token))
+        .route(
+            "/enrollment-tokens",
+            get(api::list_enrollment_tokens).post(api::create_enrollment_token),
+        )
+        .route(
+            "/enrollment-tokens/{id}",
+            axum::routing::delete(api::revoke_enrollment_token),
+        )
         .route("/audit-log", get(api::audit_log))
         .fallback(api::not_found);
 
@@ -68,7 +92,10 @@ pub fn router(state: AppState) -> Router {
         .nest(crate::protocol::CONSOLE_AGENT_API, agent_api)
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -83,7 +110,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+            HeaderValue::from_static(
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -99,15 +128,29 @@ async fn page_not_found() -> error::AppError {
 }
 
 /// Assets compiled into the binary, so the console runs from any directory.
-async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> axum::response::Response {
+async fn static_file(
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> axum::response::Response {
     let (body, content_type): (&'static [u8], &str) = match file.as_str() {
-        "app.css" => (include_bytes!("../../static/app.css"), "text/css; charset=utf-8"),
-        "app.js" => (include_bytes!("../../static/app.js"), "text/javascript; charset=utf-8"),
-        "htmx-2.0.4.min.js" => (include_bytes!("../../static/htmx-2.0.4.min.js"), "text/javascript; charset=utf-8"),
+        "app.css" => (
+            include_bytes!("../../static/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        "app.js" => (
+            include_bytes!("../../static/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "htmx-2.0.4.min.js" => (
+            include_bytes!("../../static/htmx-2.0.4.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return page_not_found().await.into_response(),
     };
     (
-        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         body,
     )
         .into_response()

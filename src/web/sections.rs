@@ -36,7 +36,11 @@ pub struct OffsetQuery {
     offset: usize,
 }
 
-pub async fn audit_logs(State(state): State<AppState>, user: CurrentUser, Query(q): Query<OffsetQuery>) -> AppResult<Response> {
+pub async fn audit_logs(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(q): Query<OffsetQuery>,
+) -> AppResult<Response> {
     let (rows, total) = db::audit::list(&state.db, PAGE_SIZE as i64, q.offset as i64).await?;
     let entries = rows
         .into_iter()
@@ -52,7 +56,13 @@ pub async fn audit_logs(State(state): State<AppState>, user: CurrentUser, Query(
     render(&AuditPage {
         layout: Layout::new(&user, "audit"),
         entries,
-        pager: Pager::new("/audit-logs", "", usize::try_from(total).unwrap_or(0), PAGE_SIZE, q.offset),
+        pager: Pager::new(
+            "/audit-logs",
+            "",
+            usize::try_from(total).unwrap_or(0),
+            PAGE_SIZE,
+            q.offset,
+        ),
     })
 }
 

@@ -58,19 +58,39 @@ impl CurrentUser {
     }
 }
 
-async fn account_principal(state: &AppState, account_id: i64) -> Result<Option<Principal>, sqlx::Error> {
-    Ok(db::accounts::get(&state.db, account_id).await?.and_then(|row| {
-        Some(Principal { account_id: row.account_id, username: row.username, role: row.role.parse::<Role>().ok()? })
-    }))
+async fn account_principal(
+    state: &AppState,
+    account_id: i64,
+) -> Result<Option<Principal>, sqlx::Error> {
+    Ok(db::accounts::get(&state.db, account_id)
+        .await?
+        .and_then(|row| {
+            Some(Principal {
+                account_id: row.account_id,
+                username: row.username,
+                role: row.role.parse::<Role>().ok()?,
+            })
+        }))
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let to_login = || {
-            let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let next = if parts.method == axum::http::Method::GET { path } else { "/" };
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let next = if parts.method == axum::http::Method::GET {
+                path
+            } else {
+                "/"
+            };
             Redirect::to(&format!("/login?next={}", urlencode(next))).into_response()
         };
         let Some(session) = cookie(&parts.headers, SESSION_COOKIE) else {
@@ -88,7 +108,11 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map_err(|e| AppError::from(e).into_response())?
             .ok_or_else(to_login)?;
         let csrf = state.key.csrf_token(&session);
-        Ok(CurrentUser { principal, session, csrf })
+        Ok(CurrentUser {
+            principal,
+            session,
+            csrf,
+        })
     }
 }
 
@@ -109,7 +133,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or_else(|| {
             AppError::unauthorized(
                 "Send an API token as Authorization: Bearer <token>. Create one with `hybridsync admin create-api-token`.",
@@ -130,7 +157,9 @@ pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -144,13 +173,19 @@ mod tests {
     #[test]
     fn reads_the_named_cookie_among_several() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; hybridsync_session=abc; b=2".parse().unwrap());
+        headers.insert(
+            header::COOKIE,
+            "a=1; hybridsync_session=abc; b=2".parse().unwrap(),
+        );
         assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&headers, "missing"), None);
     }
 
     #[test]
     fn urlencode_keeps_paths_and_escapes_the_rest() {
-        assert_eq!(urlencode("/agents?status=all&x=a b"), "/agents%3Fstatus%3Dall%26x%3Da%20b");
+        assert_eq!(
+            urlencode("/agents?status=all&x=a b"),
+            "/agents%3Fstatus%3Dall%26x%3Da%20b"
+        );
     }
 }

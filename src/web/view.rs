@@ -36,7 +36,12 @@ impl Layout {
 pub fn timestamp(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -44,7 +49,10 @@ pub fn timestamp(ms: i64) -> String {
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -107,18 +115,40 @@ impl AgentView {
             version: a.version.clone(),
             extension: a.extension.label(),
             environment: a.environment.as_str(),
-            domains: if a.domains.is_empty() { "—".into() } else { a.domains.join(", ") },
+            domains: if a.domains.is_empty() {
+                "—".into()
+            } else {
+                a.domains.join(", ")
+            },
             registered_at: timestamp(a.registered_at),
-            last_heartbeat: a.last_heartbeat_at.map(timestamp).unwrap_or_else(|| "never".into()),
-            last_heartbeat_ago: a.last_heartbeat_at.map(|t| ago(t, now)).unwrap_or_else(|| "never".into()),
-            listen_addr: a.api_base_url().unwrap_or_else(|| "not reported yet".into()),
-            uptime: a.uptime_seconds.map(|s| human(s * 1000)).unwrap_or_else(|| "—".into()),
-            last_poll: a.last_poll_at.map(|t| ago(t, now)).unwrap_or_else(|| "not polled yet".into()),
+            last_heartbeat: a
+                .last_heartbeat_at
+                .map(timestamp)
+                .unwrap_or_else(|| "never".into()),
+            last_heartbeat_ago: a
+                .last_heartbeat_at
+                .map(|t| ago(t, now))
+                .unwrap_or_else(|| "never".into()),
+            listen_addr: a
+                .api_base_url()
+                .unwrap_or_else(|| "not reported yet".into()),
+            uptime: a
+                .uptime_seconds
+                .map(|s| human(s * 1000))
+                .unwrap_or_else(|| "—".into()),
+            last_poll: a
+                .last_poll_at
+                .map(|t| ago(t, now))
+                .unwrap_or_else(|| "not polled yet".into()),
             last_poll_error: a.last_poll_error.clone().unwrap_or_default(),
             checks: a
                 .checks
                 .iter()
-                .map(|c| CheckView { name: c.name.clone(), status: c.status.as_str(), message: c.message.clone() })
+                .map(|c| CheckView {
+                    name: c.name.clone(),
+                    status: c.status.as_str(),
+                    message: c.message.clone(),
+                })
                 .collect(),
         }
     }

@@ -20,7 +20,11 @@ impl Drop for Chromedriver {
 }
 
 async fn chromedriver() -> Chromedriver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -30,10 +34,18 @@ async fn chromedriver() -> Chromedriver {
     let url = format!("http://127.0.0.1:{port}");
     let status = format!("{url}/status");
     wait_for("chromedriver", Duration::from_secs(20), || async {
-        reqwest::get(&status).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        reqwest::get(&status)
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
     })
     .await;
-    Chromedriver { child, url, _profile: tempfile::tempdir().unwrap() }
+    Chromedriver {
+        child,
+        url,
+        _profile: tempfile::tempdir().unwrap(),
+    }
 }
 
 async fn browser(driver: &Chromedriver) -> fantoccini::Client {
@@ -50,7 +62,12 @@ async fn browser(driver: &Chromedriver) -> fantoccini::Client {
                      format!("--user-data-dir={}", driver._profile.path().display())]
         }),
     );
-    ClientBuilder::rustls().expect("tls").capabilities(caps).connect(&driver.url).await.expect("WebDriver session")
+    ClientBuilder::rustls()
+        .expect("tls")
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("WebDriver session")
 }
 
 #[tokio::test]
@@ -66,18 +83,36 @@ async fn administrator_signs_in_and_sees_agents_refresh_live() {
         c.goto(&format!("{}/agents", console.url)).await?;
         // Redirected to sign in.
         assert!(c.current_url().await?.path().starts_with("/login"));
-        c.find(Locator::Css("input[name=username]")).await?.send_keys(ADMIN).await?;
-        c.find(Locator::Css("input[name=password]")).await?.send_keys(PASSWORD).await?;
-        c.find(Locator::Css("button[type=submit]")).await?.click().await?;
+        c.find(Locator::Css("input[name=username]"))
+            .await?
+            .send_keys(ADMIN)
+            .await?;
+        c.find(Locator::Css("input[name=password]"))
+            .await?
+            .send_keys(PASSWORD)
+            .await?;
+        c.find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
         c.wait().for_element(Locator::Css("#agents")).await?;
-        assert_eq!(c.current_url().await?.path(), "/agents", "back where the administrator was going");
+        assert_eq!(
+            c.current_url().await?.path(),
+            "/agents",
+            "back where the administrator was going"
+        );
 
         let rows = c.find_all(Locator::Css("#agents tbody tr")).await?;
         assert_eq!(rows.len(), 2);
         let table = c.find(Locator::Css("#agents")).await?.text().await?;
-        assert!(table.contains("branch-dc.corp.example.test") && table.contains("hq-dc.corp.example.test"), "{table}");
         assert!(
-            table.contains("waiting for the first heartbeat") || table.contains("no heartbeat within 3s of enrollment"),
+            table.contains("branch-dc.corp.example.test")
+                && table.contains("hq-dc.corp.example.test"),
+            "{table}"
+        );
+        assert!(
+            table.contains("waiting for the first heartbeat")
+                || table.contains("no heartbeat within 3s of enrollment"),
             "{table}"
         );
 
@@ -85,11 +120,21 @@ async fn administrator_signs_in_and_sees_agents_refresh_live() {
         live.start("1s");
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         loop {
-            let row = c.find(Locator::Css(&format!("tr[data-agent-id='{}']", live.agent_id()))).await?.text().await?;
+            let row = c
+                .find(Locator::Css(&format!(
+                    "tr[data-agent-id='{}']",
+                    live.agent_id()
+                )))
+                .await?
+                .text()
+                .await?;
             if row.contains("healthy") && !row.contains("unhealthy") {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "the Agents table did not refresh: {row}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Agents table did not refresh: {row}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let shot = c.screenshot().await?;
@@ -97,10 +142,16 @@ async fn administrator_signs_in_and_sees_agents_refresh_live() {
         std::fs::write(dir.join("agents-page.png"), shot).unwrap();
 
         // The agent's page from the list.
-        c.find(Locator::LinkText("hq-dc.corp.example.test")).await?.click().await?;
+        c.find(Locator::LinkText("hq-dc.corp.example.test"))
+            .await?
+            .click()
+            .await?;
         c.wait().for_element(Locator::Css("#timeline")).await?;
         let facts = c.find(Locator::Css(".facts")).await?.text().await?;
-        assert!(facts.contains("cloud") || facts.contains("Cloud sync"), "{facts}");
+        assert!(
+            facts.contains("cloud") || facts.contains("Cloud sync"),
+            "{facts}"
+        );
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;

@@ -5,9 +5,11 @@ use crate::support::*;
 use std::time::Duration;
 
 async fn wait_health(api: &Api, id: &str, health: &str) -> serde_json::Value {
-    wait_for(&format!("agent {id} to be {health}"), Duration::from_secs(30), || async {
-        api.agent(id).await.filter(|a| a["health"] == health)
-    })
+    wait_for(
+        &format!("agent {id} to be {health}"),
+        Duration::from_secs(30),
+        || async { api.agent(id).await.filter(|a| a["health"] == health) },
+    )
     .await
 }
 
@@ -16,7 +18,10 @@ async fn agents_are_polled_then_a_killed_one_turns_unhealthy_inactive_and_is_del
     let console = Console::start(FAST);
     let api = Api::new(&console, ADMIN);
     let token = console.enrollment_token(3);
-    let mut agents: Vec<Agent> = ["app01", "app02", "app03"].iter().map(|n| Agent::install(&console, &token, n)).collect();
+    let mut agents: Vec<Agent> = ["app01", "app02", "app03"]
+        .iter()
+        .map(|n| Agent::install(&console, &token, n))
+        .collect();
     for a in &mut agents {
         a.start("1s");
     }
@@ -24,17 +29,38 @@ async fn agents_are_polled_then_a_killed_one_turns_unhealthy_inactive_and_is_del
         let body = wait_health(&api, &a.agent_id(), "healthy").await;
         assert_eq!(body["status"], "active");
         assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-        assert!(body["api_url"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{body}");
-        assert!(body["checks"].as_array().unwrap().iter().any(|c| c["name"] == "data-dir"), "{body}");
+        assert!(
+            body["api_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:"),
+            "{body}"
+        );
+        assert!(
+            body["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == "data-dir"),
+            "{body}"
+        );
     }
     // The scheduled poll reached each agent's health endpoint.
     let polled = wait_for("a scheduled poll", Duration::from_secs(10), || async {
-        api.agent(&agents[0].agent_id()).await.filter(|a| a["last_poll_at"].is_string() && a["last_poll_error"].is_null())
+        api.agent(&agents[0].agent_id())
+            .await
+            .filter(|a| a["last_poll_at"].is_string() && a["last_poll_error"].is_null())
     })
     .await;
     assert_eq!(polled["health"], "healthy");
     // Check now, on demand.
-    let (status, check) = api.send(reqwest::Method::POST, &format!("/agents/{}/check", agents[1].agent_id()), None).await;
+    let (status, check) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/agents/{}/check", agents[1].agent_id()),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{check}");
     assert_eq!(check["ok"], true, "{check}");
 
@@ -47,14 +73,29 @@ async fn agents_are_polled_then_a_killed_one_turns_unhealthy_inactive_and_is_del
         reason.contains("connection refused") || reason.contains("no heartbeat for 3 intervals"),
         "unexpected reason: {reason}"
     );
-    let sick = wait_for("the no-heartbeat reason", Duration::from_secs(20), || async {
-        api.agent(&victim).await.filter(|a| a["health_reason"].as_str().unwrap().starts_with("no heartbeat for 3 intervals"))
-    })
+    let sick = wait_for(
+        "the no-heartbeat reason",
+        Duration::from_secs(20),
+        || async {
+            api.agent(&victim).await.filter(|a| {
+                a["health_reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("no heartbeat for 3 intervals")
+            })
+        },
+    )
     .await;
     assert!(sick["health_since"].is_string());
-    wait_for("the agent to go inactive", Duration::from_secs(30), || async {
-        api.agent(&victim).await.filter(|a| a["status"] == "inactive")
-    })
+    wait_for(
+        "the agent to go inactive",
+        Duration::from_secs(30),
+        || async {
+            api.agent(&victim)
+                .await
+                .filter(|a| a["status"] == "inactive")
+        },
+    )
     .await;
     // The others are unaffected.
     for a in &agents[1..] {
@@ -73,24 +114,48 @@ async fn agents_are_polled_then_a_killed_one_turns_unhealthy_inactive_and_is_del
     let (status, page) = browser.get(&format!("/agents/{victim}")).await;
     assert_eq!(status, 200);
     let timeline = texts(&page, "#timeline tbody tr").join("\n");
-    assert!(timeline.contains("healthy → unhealthy") || timeline.contains("degraded → unhealthy"), "{timeline}");
+    assert!(
+        timeline.contains("healthy → unhealthy") || timeline.contains("degraded → unhealthy"),
+        "{timeline}"
+    );
     assert!(timeline.contains("active → inactive"), "{timeline}");
     assert!(timeline.contains("enrolled"), "{timeline}");
 
     // A reader may not delete; an active agent needs force; an inactive one goes.
     let reader = Api::new(&console, READER);
-    let (status, body) = reader.send(reqwest::Method::DELETE, &format!("/agents/{victim}"), None).await;
+    let (status, body) = reader
+        .send(reqwest::Method::DELETE, &format!("/agents/{victim}"), None)
+        .await;
     assert_eq!(status, 403);
-    assert!(body["error"]["message"].as_str().unwrap().contains("Global Reader"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Global Reader"),
+        "{body}"
+    );
     let hia = Api::new(&console, HIA);
-    let (status, body) = hia.send(reqwest::Method::DELETE, &format!("/agents/{}", agents[1].agent_id()), None).await;
+    let (status, body) = hia
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/agents/{}", agents[1].agent_id()),
+            None,
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "agent_active");
-    let (status, _) = hia.send(reqwest::Method::DELETE, &format!("/agents/{victim}"), None).await;
+    let (status, _) = hia
+        .send(reqwest::Method::DELETE, &format!("/agents/{victim}"), None)
+        .await;
     assert_eq!(status, 204);
     assert!(api.agent(&victim).await.is_none());
     let (_, audit) = api.get("/audit-log").await;
-    let delete = audit["items"].as_array().unwrap().iter().find(|e| e["action"] == "agent.delete").expect("audited");
+    let delete = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "agent.delete")
+        .expect("audited");
     assert_eq!(delete["actor"], HIA);
     assert_eq!(delete["target_id"], victim.as_str());
     assert_eq!(delete["before"]["machine_name"], "app01");
@@ -106,7 +171,10 @@ async fn a_failing_check_reported_by_the_agent_makes_it_unhealthy_with_that_reas
     wait_health(&api, &id, "healthy").await;
     std::fs::write(agent.dir.path().join("fail-check"), "disk is on fire\n").unwrap();
     let sick = wait_health(&api, &id, "unhealthy").await;
-    assert_eq!(sick["health_reason"], "check simulated failing: disk is on fire");
+    assert_eq!(
+        sick["health_reason"],
+        "check simulated failing: disk is on fire"
+    );
     std::fs::remove_file(agent.dir.path().join("fail-check")).unwrap();
     wait_health(&api, &id, "healthy").await;
 }
@@ -125,9 +193,18 @@ async fn heartbeat_state_is_kept_across_a_graceful_restart() {
     assert!(status.success(), "graceful shutdown must exit 0");
 
     let console = Console::start_in(dir, &[]);
-    let api = Api { base: format!("{}/api/v1", console.url), ..api };
-    let after = api.agent(&id).await.expect("agent still known after restart");
-    assert_eq!(after["last_heartbeat_at"], before["last_heartbeat_at"], "last heartbeat lost at shutdown");
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        ..api
+    };
+    let after = api
+        .agent(&id)
+        .await
+        .expect("agent still known after restart");
+    assert_eq!(
+        after["last_heartbeat_at"], before["last_heartbeat_at"],
+        "last heartbeat lost at shutdown"
+    );
     assert_eq!(after["uptime_seconds"], before["uptime_seconds"]);
     assert_eq!(after["machine_name"], "persist01");
 }
@@ -137,19 +214,42 @@ async fn agent_endpoints_refuse_unknown_credentials_and_bad_json() {
     let console = Console::start(&[]);
     let http = reqwest::Client::new();
     let url = format!("{}/agent-api/v1/heartbeat", console.url);
-    let r = http.post(&url).json(&serde_json::json!({})).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.post(&url).bearer_auth("hsac_unknown").json(&serde_json::json!({})).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .bearer_auth("hsac_unknown")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
 
     let enroll = format!("{}/agent-api/v1/enroll", console.url);
-    let r = http.post(&enroll).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = http
+        .post(&enroll)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "malformed_json");
     let huge = format!("{{\"enrollment_token\":\"{}\"}}", "x".repeat(200_000));
-    let r = http.post(&enroll).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let r = http
+        .post(&enroll)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -46,7 +46,11 @@ pub fn stderr(o: &Output) -> String {
 
 /// Sends SIGTERM (graceful) or SIGKILL to a process.
 pub fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     assert!(status.success(), "kill -{sig} failed");
 }
 
@@ -61,7 +65,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -76,13 +83,26 @@ pub struct Console {
 }
 
 /// Fast thresholds so health transitions happen in seconds.
-pub const FAST: &[&str] = &["--unhealthy-after", "3s", "--inactive-after", "6s", "--poll-interval", "1s", "--poll-timeout", "1s"];
+pub const FAST: &[&str] = &[
+    "--unhealthy-after",
+    "3s",
+    "--inactive-after",
+    "6s",
+    "--poll-interval",
+    "1s",
+    "--poll-timeout",
+    "1s",
+];
 
 impl Console {
     /// A console with the three role accounts created through the CLI.
     pub fn start(extra: &[&str]) -> Console {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (user, role) in [(ADMIN, "global-administrator"), (HIA, "hybrid-identity-administrator"), (READER, "global-reader")] {
+        for (user, role) in [
+            (ADMIN, "global-administrator"),
+            (HIA, "hybrid-identity-administrator"),
+            (READER, "global-reader"),
+        ] {
             create_user(dir.path(), user, role);
         }
         Self::start_in(dir, extra)
@@ -117,15 +137,26 @@ impl Console {
         let mut setup_link = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("console did not start");
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("console did not start");
             if let Some(rest) = line.split("/setup?token=").nth(1) {
-                setup_link = Some(format!("/setup?token={}", rest.split_whitespace().next().unwrap()));
+                setup_link = Some(format!(
+                    "/setup?token={}",
+                    rest.split_whitespace().next().unwrap()
+                ));
             }
             if let Some(url) = line.strip_prefix("hybridsync console listening on ") {
                 break url.trim().to_string();
             }
         };
-        Console { child, url, dir, setup_link, output: rx }
+        Console {
+            child,
+            url,
+            dir,
+            setup_link,
+            output: rx,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -138,7 +169,17 @@ impl Console {
 
     /// An API token acting as `username`.
     pub fn api_token(&self, username: &str) -> String {
-        let o = run(&["admin", "create-api-token", "--data-dir", &self.data_dir_str(), "--username", username], None);
+        let o = run(
+            &[
+                "admin",
+                "create-api-token",
+                "--data-dir",
+                &self.data_dir_str(),
+                "--username",
+                username,
+            ],
+            None,
+        );
         assert!(o.status.success(), "create-api-token: {}", stderr(&o));
         stdout(&o).trim().to_string()
     }
@@ -149,10 +190,23 @@ impl Console {
 
     pub fn enrollment_token_expiring(&self, max_uses: u32, expires: &str) -> String {
         let o = run(
-            &["admin", "create-enrollment-token", "--data-dir", &self.data_dir_str(), "--max-uses", &max_uses.to_string(), "--expires", expires],
+            &[
+                "admin",
+                "create-enrollment-token",
+                "--data-dir",
+                &self.data_dir_str(),
+                "--max-uses",
+                &max_uses.to_string(),
+                "--expires",
+                expires,
+            ],
             None,
         );
-        assert!(o.status.success(), "create-enrollment-token: {}", stderr(&o));
+        assert!(
+            o.status.success(),
+            "create-enrollment-token: {}",
+            stderr(&o)
+        );
         stdout(&o).trim().to_string()
     }
 
@@ -180,7 +234,17 @@ impl Drop for Console {
 
 pub fn create_user(data_dir: &Path, username: &str, role: &str) {
     let o = run(
-        &["admin", "create-user", "--data-dir", data_dir.to_str().unwrap(), "--username", username, "--role", role, "--password-stdin"],
+        &[
+            "admin",
+            "create-user",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--username",
+            username,
+            "--role",
+            role,
+            "--password-stdin",
+        ],
         Some(&format!("{PASSWORD}\n")),
     );
     assert!(o.status.success(), "create-user {username}: {}", stderr(&o));
@@ -198,8 +262,17 @@ impl Agent {
     pub fn install(console: &Console, token: &str, name: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let o = install_into(dir.path(), &console.url, token, name, &[]);
-        assert!(o.status.success(), "agent install failed: {}{}", stdout(&o), stderr(&o));
-        Agent { dir, child: None, name: name.into() }
+        assert!(
+            o.status.success(),
+            "agent install failed: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        Agent {
+            dir,
+            child: None,
+            name: name.into(),
+        }
     }
 
     pub fn data_dir_str(&self) -> String {
@@ -207,15 +280,27 @@ impl Agent {
     }
 
     pub fn agent_id(&self) -> String {
-        let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("agent.json")).unwrap()).unwrap();
-        config["agent_id"].as_str().expect("agent_id in agent.json").to_string()
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.dir.path().join("agent.json")).unwrap(),
+        )
+        .unwrap();
+        config["agent_id"]
+            .as_str()
+            .expect("agent_id in agent.json")
+            .to_string()
     }
 
     /// Starts `agent run` with a short heartbeat interval.
     pub fn start(&mut self, heartbeat: &str) {
         let child = Command::new(bin())
-            .args(["agent", "run", "--data-dir", &self.data_dir_str(), "--heartbeat-interval", heartbeat])
+            .args([
+                "agent",
+                "run",
+                "--data-dir",
+                &self.data_dir_str(),
+                "--heartbeat-interval",
+                heartbeat,
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -241,8 +326,25 @@ impl Drop for Agent {
     }
 }
 
-pub fn install_into(dir: &Path, console_url: &str, token: &str, name: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["agent", "install", "--console", console_url, "--enrollment-token", token, "--data-dir", dir.to_str().unwrap(), "--machine-name", name];
+pub fn install_into(
+    dir: &Path,
+    console_url: &str,
+    token: &str,
+    name: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "agent",
+        "install",
+        "--console",
+        console_url,
+        "--enrollment-token",
+        token,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--machine-name",
+        name,
+    ];
     args.extend_from_slice(extra);
     run(&args, None)
 }
@@ -256,17 +358,35 @@ pub struct Api {
 
 impl Api {
     pub fn new(console: &Console, username: &str) -> Api {
-        Api { base: format!("{}/api/v1", console.url), token: console.api_token(username), http: reqwest::Client::new() }
+        Api {
+            base: format!("{}/api/v1", console.url),
+            token: console.api_token(username),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -295,25 +415,52 @@ impl Browser {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        Browser { base: console.url.clone(), http }
+        Browser {
+            base: console.url.clone(),
+            http,
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// GET returning the Location header of a redirect.
     pub async fn get_location(&self, path: &str) -> (u16, String) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         (r.status().as_u16(), location)
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        let r = self.http.post(format!("{}{path}", self.base)).form(form).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
-        let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         (status, location, r.text().await.unwrap())
     }
 
@@ -321,7 +468,17 @@ impl Browser {
     pub async fn sign_in(&self, username: &str, password: &str) -> u16 {
         let (_, html) = self.get("/login").await;
         let csrf = csrf_of(&html);
-        let (status, _, _) = self.post("/login", &[("username", username), ("password", password), ("csrf", &csrf), ("next", "/")]).await;
+        let (status, _, _) = self
+            .post(
+                "/login",
+                &[
+                    ("username", username),
+                    ("password", password),
+                    ("csrf", &csrf),
+                    ("next", "/"),
+                ],
+            )
+            .await;
         status
     }
 }
@@ -341,9 +498,7 @@ pub fn csrf_of(html: &str) -> String {
 pub fn texts(html: &str, selector: &str) -> Vec<String> {
     let doc = scraper::Html::parse_document(html);
     let sel = scraper::Selector::parse(selector).unwrap();
-    doc.select(&sel).map(|e| e.text().collect::<String>().trim().to_string()).collect()
-}
-
-pub fn path_of(p: &PathBuf) -> &str {
-    p.to_str().unwrap()
+    doc.select(&sel)
+        .map(|e| e.text().collect::<String>().trim().to_string())
+        .collect()
 }
