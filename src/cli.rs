@@ -30,6 +30,14 @@ pub enum Command {
     /// Install, run and inspect a provisioning agent.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Simulate many agents from one process (benchmarks, demos, tests).
+    Simulate(crate::simulate::SimulateArgs),
+    /// Serve the minimal axum JSON handler that benchmarks compare the console against.
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long, default_value = "127.0.0.1:8799")]
+        listen: SocketAddr,
+    },
 }
 
 /// Parses durations such as `30s`, `90s`, `1h`, `10d`.
@@ -70,6 +78,8 @@ pub struct ServeArgs {
     /// Polls in flight at once.
     #[arg(long, default_value_t = 256)]
     pub poll_concurrency: usize,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +137,66 @@ pub enum AgentCommand {
     Run(AgentRunArgs),
     /// Verify the local agent: its identity and whether the console is reachable and knows it.
     Status(AgentStatusArgs),
+    /// Connect a directory (AD or OpenLDAP domain): verify the administrator, set up the service account.
+    AddDirectory(AgentAddDirectoryArgs),
+    /// Disconnect a directory from this agent (its service account stays in the directory).
+    RemoveDirectory(AgentRemoveDirectoryArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentAddDirectoryArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentRemoveDirectoryArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The domain to disconnect, as given to add-directory.
+    #[arg(long)]
+    pub domain: String,
+}
+
+/// The install wizard's Configure Service Account and Connect Active Directory screens as flags.
+/// Passwords come from files (`-` is standard input), never from the command line.
+#[derive(Debug, Clone, Args)]
+pub struct DirectoryArgs {
+    /// DNS name of the domain, e.g. corp.example.test.
+    #[arg(long)]
+    pub domain: String,
+    /// ldaps://HOST[:PORT] (or ldap://, where the server allows simple binds without TLS).
+    #[arg(long)]
+    pub ldap_url: String,
+    /// PEM file of the CA that issued the server's certificate (default: the system's CAs).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Base DN (default: the rootDSE's defaultNamingContext or single naming context).
+    #[arg(long)]
+    pub base_dn: Option<String>,
+    /// Administrator bind name (DN, or for AD also user@domain); used once, never stored.
+    #[arg(long)]
+    pub admin: String,
+    /// File holding the administrator's password (`-`: standard input).
+    #[arg(long)]
+    pub admin_password_file: PathBuf,
+    /// create: a dedicated account with delegated rights; custom: an account you made.
+    #[arg(long, value_enum)]
+    pub service_account: ServiceAccountMode,
+    /// create: the account's name (default provAgentSvc); custom: its bind DN or user@domain.
+    #[arg(long)]
+    pub service_account_name: Option<String>,
+    /// custom: file holding the account's password (`-`: standard input).
+    #[arg(long)]
+    pub service_account_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceAccountMode {
+    Create,
+    Custom,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -164,4 +234,33 @@ pub struct AgentRunArgs {
 pub struct AgentStatusArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
+}
+
+/// `serve` flags for administrator sign-in: OpenID Connect, local accounts, sessions.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// OpenID Connect issuer URL (enables "Sign in with your organization's account").
+    #[arg(long, env = "HYBRIDSYNC_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The console's client id at the provider.
+    #[arg(long, env = "HYBRIDSYNC_OIDC_CLIENT_ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+    /// File holding the client secret (a file, so the secret is not in the process list).
+    #[arg(long, env = "HYBRIDSYNC_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// Scopes requested at sign-in.
+    #[arg(long, env = "HYBRIDSYNC_OIDC_SCOPES", default_value = "openid email profile groups")]
+    pub oidc_scopes: String,
+    /// The ID token claim whose values decide the console role.
+    #[arg(long, env = "HYBRIDSYNC_OIDC_ROLE_CLAIM", default_value = "groups")]
+    pub oidc_role_claim: String,
+    /// Claim values to roles: GROUP=ROLE,… (global-administrator, hybrid-identity-administrator, global-reader).
+    #[arg(long, env = "HYBRIDSYNC_OIDC_ROLE_MAP", default_value = "")]
+    pub oidc_role_map: String,
+    /// Refuse password sign-in: administrators sign in through the OpenID Connect provider only.
+    #[arg(long, env = "HYBRIDSYNC_DISABLE_LOCAL_SIGN_IN", requires = "oidc_issuer")]
+    pub disable_local_sign_in: bool,
+    /// Lifetime of a browser session; after it the administrator signs in again.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    pub session_lifetime: Duration,
 }

@@ -14,8 +14,10 @@ pub mod auth;
 pub mod cli;
 pub mod console;
 pub mod db;
+pub mod directory;
 pub mod fleet;
 pub mod protocol;
+pub mod simulate;
 pub mod state;
 pub mod web;
 

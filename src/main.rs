@@ -17,8 +17,16 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => hybridsync::console::serve(args).await,
         Command::Admin(cmd) => hybridsync::console::admin(cmd).await,
+        Command::Simulate(args) => hybridsync::simulate::run(args).await,
+        Command::BenchBaseline { listen } => hybridsync::simulate::baseline(listen).await,
         Command::Agent(AgentCommand::Install(args)) => hybridsync::agent::install(args).await,
         Command::Agent(AgentCommand::Run(args)) => hybridsync::agent::run(args).await,
+        Command::Agent(AgentCommand::AddDirectory(args)) => {
+            hybridsync::agent::add_directory(args).await
+        }
+        Command::Agent(AgentCommand::RemoveDirectory(args)) => {
+            hybridsync::agent::remove_directory(args).await
+        }
         Command::Agent(AgentCommand::Status(args)) => match hybridsync::agent::status(args).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

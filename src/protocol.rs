@@ -175,6 +175,9 @@ pub struct Heartbeat {
     pub listen_addr: Option<String>,
     #[serde(default)]
     pub checks: Vec<HealthCheck>,
+    /// The directories the agent is connected to (`agent add-directory`); absent from older agents.
+    #[serde(default)]
+    pub domains: Vec<AgentDomain>,
 }
 
 /// The console's answer to a heartbeat.
@@ -214,4 +217,58 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+/// `POST /agent-api/v1/enroll-batch`: enrolls many agents with one token in one transaction (the fleet
+/// simulator's path; each agent counts as one use of the token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchEnrollRequest {
+    pub enrollment_token: String,
+    pub machine_names: Vec<String>,
+    #[serde(default)]
+    pub extension: Extension,
+    #[serde(default)]
+    pub environment: Environment,
+    pub version: String,
+}
+
+/// One enrolled agent of a batch, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchEnrolled {
+    pub agent_id: String,
+    pub agent_credential: String,
+    pub console_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchEnrollResponse {
+    pub agents: Vec<BatchEnrolled>,
+}
+
+/// One directory (domain) an agent is connected to, as it reports it to the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentDomain {
+    /// DNS name of the domain, e.g. `corp.example.test`.
+    pub domain: String,
+    /// `active-directory` or `openldap`.
+    pub dialect: String,
+    pub base_dn: String,
+    pub ldap_url: String,
+    /// The service account's name (never its password).
+    pub service_account: String,
+}
+
+/// `POST /agent-api/v1/domains`: the full list of an agent's domains, sent by `agent
+/// add-directory` / `remove-directory` so the console shows a change even when the agent is not
+/// running. A running agent also reports the list in every heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainsReport {
+    pub domains: Vec<AgentDomain>,
+}
+
+/// The console's answer to a [`DomainsReport`]: the domain names it now shows for the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainsAccepted {
+    pub agent_id: String,
+    pub domains: Vec<String>,
 }

@@ -23,4 +23,6 @@ pub struct AppState {
     pub settings: Arc<ConsoleSettings>,
     /// The one-time first-run setup token; `None` once an administrator exists.
     pub setup_token: Arc<Mutex<Option<String>>>,
+    /// Sign-in throttle, OpenID Connect provider, local sign-in switch.
+    pub identity: Arc<crate::auth::identity::Identity>,
 }

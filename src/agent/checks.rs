@@ -58,6 +58,9 @@ impl SelfChecks {
                 .clone(),
         ];
         checks.extend(self.simulated_check().await);
+        // One `directory:<domain>` check per connected directory, read afresh from the data dir
+        // so a directory added while the agent runs is checked without a restart.
+        checks.extend(super::directory::checks(&self.data_dir).await);
         checks
     }
 

@@ -131,7 +131,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// Replaces `dir/name` with `contents` by renaming a fresh temporary file over it.
-fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()> {
     let target = dir.join(name);
     // A unique name, because `mode` only applies to a file this call creates itself.
     let temp = dir.join(format!(".{name}.{}.tmp", Uuid::new_v4().simple()));

@@ -101,6 +101,20 @@ impl Console {
         self.send(request).await
     }
 
+    /// Tells the console the agent's full list of domains (`agent add-directory` / `remove-directory`).
+    pub async fn report_domains(
+        &self,
+        agent_credential: &str,
+        report: &crate::protocol::DomainsReport,
+    ) -> Result<crate::protocol::DomainsAccepted, ConsoleError> {
+        let request = self
+            .http
+            .post(self.endpoint("domains"))
+            .bearer_auth(agent_credential)
+            .json(report);
+        self.send(request).await
+    }
+
     pub async fn whoami(&self, agent_credential: &str) -> Result<WhoAmI, ConsoleError> {
         let request = self
             .http

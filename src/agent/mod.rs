@@ -12,10 +12,12 @@ mod backoff;
 mod checks;
 mod config;
 mod console;
+mod directory;
 mod install;
 mod run;
 mod status;
 
+pub use directory::{add_directory, remove_directory};
 pub use install::install;
 pub use run::run;
 pub use status::status;

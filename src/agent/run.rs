@@ -5,6 +5,7 @@ use super::api::{self, ApiState};
 use super::backoff::Backoff;
 use super::checks::SelfChecks;
 use super::config::Agent;
+use super::directory;
 use super::console::Console;
 use crate::cli::AgentRunArgs;
 use crate::protocol::{Heartbeat, VERSION};
@@ -13,12 +14,15 @@ use futures::FutureExt;
 use reqwest::StatusCode;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
+/// How often the running agent looks for directories added or removed.
+const DIRECTORY_RESCAN: Duration = Duration::from_secs(1);
 /// How long in-flight requests may take to finish once a stop is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -39,7 +43,7 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
     info!("agent {} listening on {listen_addr}", config.agent_id);
 
     let started = Instant::now();
-    let checks = Arc::new(SelfChecks::new(args.data_dir, listen_addr));
+    let checks = Arc::new(SelfChecks::new(args.data_dir.clone(), listen_addr));
     let api = api::router(ApiState {
         agent_id: config.agent_id.clone(),
         console_token_sha256: credential.console_token_sha256,
@@ -55,6 +59,7 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
         started,
         listen_addr,
         checks,
+        data_dir: args.data_dir,
     };
 
     tokio::select! {
@@ -95,6 +100,7 @@ struct Heartbeats {
     started: Instant,
     listen_addr: SocketAddr,
     checks: Arc<SelfChecks>,
+    data_dir: PathBuf,
 }
 
 impl Heartbeats {
@@ -103,8 +109,23 @@ impl Heartbeats {
     async fn run(self) {
         let mut backoff = Backoff::new(self.interval);
         loop {
+            let seen = directory::fingerprint(&self.data_dir);
             let delay = self.beat(&mut backoff).await;
-            tokio::time::sleep(delay).await;
+            let next = tokio::time::sleep(delay);
+            tokio::pin!(next);
+            // Between beats, look at `directories/` every second: a directory added or removed
+            // (by `agent add-directory` while this agent runs) is reported at once, no restart.
+            loop {
+                tokio::select! {
+                    () = &mut next => break,
+                    () = tokio::time::sleep(DIRECTORY_RESCAN) => {
+                        if directory::fingerprint(&self.data_dir) != seen {
+                            info!("connected directories changed; reporting them now");
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -117,6 +138,7 @@ impl Heartbeats {
             heartbeat_interval_seconds: whole_seconds(self.interval),
             listen_addr: Some(self.listen_addr.to_string()),
             checks: self.checks.run().await,
+            domains: super::directory::reported(&self.data_dir),
         };
         let result = self
             .console

@@ -2,7 +2,10 @@
 //!
 //! No HTTP here: `web` turns a [`Denied`] into a 403 page or JSON error.
 
+pub mod identity;
+pub mod oidc;
 pub mod password;
+pub mod throttle;
 pub mod tokens;
 
 use serde::Serialize;

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod enrollment;
+pub mod identity;
 
 use crate::auth::tokens::{self, ConsoleKey};
 use crate::auth::Role;
@@ -48,9 +49,10 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
         db,
         fleet,
         key,
+        identity: Arc::new(identity::build(&args.identity, &public_url).await?),
         settings: Arc::new(ConsoleSettings {
             public_url,
-            session_lifetime: Duration::from_secs(12 * 3600),
+            session_lifetime: args.identity.session_lifetime,
         }),
         setup_token: Arc::new(Mutex::new(setup_token)),
     })

@@ -72,13 +72,15 @@ pub async fn get(conn: &mut SqliteConnection, id: i64) -> sqlx::Result<Option<En
         .await
 }
 
-/// Counts one use, only if the token still has one; false when another enrollment took the last use.
-pub async fn consume(conn: &mut SqliteConnection, id: i64, now: i64) -> sqlx::Result<bool> {
+/// Counts `n` uses, only if the token still has them; false when other enrollments took them.
+pub async fn consume(conn: &mut SqliteConnection, id: i64, n: i64, now: i64) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE enrollment_token SET uses = uses + 1 \
-         WHERE enrollment_token_id = ? AND uses < max_uses AND revoked_at IS NULL AND expires_at > ?",
+        "UPDATE enrollment_token SET uses = uses + ? \
+         WHERE enrollment_token_id = ? AND uses + ? <= max_uses AND revoked_at IS NULL AND expires_at > ?",
     )
+    .bind(n)
     .bind(id)
+    .bind(n)
     .bind(now)
     .execute(conn)
     .await?;

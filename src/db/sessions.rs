@@ -49,3 +49,12 @@ pub async fn delete_expired(pool: &SqlitePool, now: i64) -> sqlx::Result<u64> {
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Ends every session of an account ("sign out of all sessions"); returns how many ended.
+pub async fn delete_for_account(pool: &SqlitePool, account_id: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM session WHERE account_id = ?")
+        .bind(account_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}

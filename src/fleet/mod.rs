@@ -6,7 +6,9 @@
 //! written to the database first, in a transaction with their audit entry, and only then applied in
 //! memory, so a failed write leaves nothing half-done.
 
+pub mod batch;
 pub mod health;
+pub mod metrics;
 pub mod poll;
 
 use crate::auth::tokens::{self, ConsoleKey};
@@ -22,6 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// Most domains one agent may report (a bound on what an agent can make the console hold).
+const MAX_DOMAINS: usize = 64;
 /// How often dirty heartbeat state reaches the database.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often every agent's status and health are re-evaluated.
@@ -69,6 +73,46 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// A freshly enrolled agent: active, degraded until its first heartbeat.
+    #[allow(clippy::too_many_arguments)]
+    fn new_enrolled(
+        credential: &str,
+        machine_name: String,
+        external_ip: String,
+        version: &str,
+        extension: Extension,
+        environment: Environment,
+        enrollment_token_id: i64,
+        now: i64,
+    ) -> Self {
+        Agent {
+            id: uuid::Uuid::new_v4().to_string(),
+            credential_hash: tokens::digest(credential),
+            console_token_generation: 1,
+            machine_name,
+            external_ip,
+            listen_addr: None,
+            version: version.to_string(),
+            extension,
+            environment,
+            registered_at: now,
+            enrollment_token_id: Some(enrollment_token_id),
+            last_heartbeat_at: None,
+            last_contact_at: now,
+            heartbeat_interval_seconds: 30,
+            uptime_seconds: None,
+            status: Status::Active,
+            status_since: now,
+            health: Health::Degraded,
+            health_reason: "enrolled; waiting for the first heartbeat".into(),
+            health_since: now,
+            checks: Vec::new(),
+            last_poll_at: None,
+            last_poll_error: None,
+            domains: Vec::new(),
+        }
+    }
+
     fn from_row(row: AgentRow) -> Self {
         Agent {
             checks: serde_json::from_str(&row.checks_json).unwrap_or_default(),
@@ -184,6 +228,10 @@ pub enum EnrollError {
     },
     #[error("The machine name must be 1 to 255 characters without control characters.")]
     BadMachineName,
+    #[error("A batch enrolls 1 to {0} agents.")]
+    BadBatch(usize),
+    #[error("The enrollment token has {left} uses left; the batch needs {asked}. Create a token with more uses (--max-uses).")]
+    NotEnoughUses { asked: i64, left: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -197,6 +245,8 @@ impl EnrollError {
             EnrollError::UsedUp(_) => "enrollment_token_used_up",
             EnrollError::EnvironmentMismatch { .. } => "environment_mismatch",
             EnrollError::BadMachineName => "invalid_machine_name",
+            EnrollError::BadBatch(_) => "invalid_batch",
+            EnrollError::NotEnoughUses { .. } => "enrollment_token_used_up",
             EnrollError::Database(_) => "internal",
         }
     }
@@ -274,6 +324,13 @@ pub struct FleetSummary {
     pub versions: Vec<(String, usize)>,
 }
 
+/// Agents counted by (status, health) and by version.
+#[derive(Debug, Default)]
+pub struct FleetCounts {
+    pub by_status_health: HashMap<(Status, Health), usize>,
+    pub by_version: std::collections::BTreeMap<String, usize>,
+}
+
 #[derive(Default)]
 struct Inner {
     agents: HashMap<String, Agent>,
@@ -341,6 +398,7 @@ pub struct Fleet {
     key: ConsoleKey,
     config: FleetConfig,
     http: reqwest::Client,
+    pub metrics: metrics::FleetMetrics,
 }
 
 impl Fleet {
@@ -366,11 +424,23 @@ impl Fleet {
             .build()?;
         Ok(Fleet {
             inner: RwLock::new(inner),
+            metrics: metrics::FleetMetrics::default(),
             db,
             key,
             config,
             http,
         })
+    }
+
+    pub(crate) fn check_environment(&self, agent: Environment) -> Result<(), EnrollError> {
+        if agent == self.config.environment {
+            Ok(())
+        } else {
+            Err(EnrollError::EnvironmentMismatch {
+                console: self.config.environment,
+                agent,
+            })
+        }
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -396,34 +466,11 @@ impl Fleet {
         external_ip: String,
     ) -> Result<EnrollResponse, EnrollError> {
         let now = db::now_ms();
-        let machine_name = req.machine_name.trim().to_string();
-        if machine_name.is_empty()
-            || machine_name.len() > 255
-            || machine_name.chars().any(char::is_control)
-        {
-            return Err(EnrollError::BadMachineName);
-        }
-        if req.environment != self.config.environment {
-            return Err(EnrollError::EnvironmentMismatch {
-                console: self.config.environment,
-                agent: req.environment,
-            });
-        }
+        let machine_name = valid_machine_name(&req.machine_name)?;
+        self.check_environment(req.environment)?;
         let mut tx = self.db.begin().await?;
-        let token =
-            db::enrollment_tokens::get_by_hash(&mut tx, &tokens::digest(&req.enrollment_token))
-                .await?
-                .ok_or(EnrollError::Invalid)?;
-        if let Some(by) = &token.revoked_by {
-            return Err(EnrollError::Revoked(by.clone()));
-        }
-        if token.expires_at <= now {
-            return Err(EnrollError::Expired(format!(
-                "{} ago",
-                health::human(now - token.expires_at)
-            )));
-        }
-        if !db::enrollment_tokens::consume(&mut tx, token.enrollment_token_id, now).await? {
+        let token = usable_token(&mut tx, &req.enrollment_token, now).await?;
+        if !db::enrollment_tokens::consume(&mut tx, token.enrollment_token_id, 1, now).await? {
             return Err(EnrollError::UsedUp(token.max_uses));
         }
 
@@ -455,32 +502,16 @@ impl Fleet {
                 agent.last_poll_error = None;
                 agent
             }
-            None => Agent {
-                id: uuid::Uuid::new_v4().to_string(),
-                credential_hash: tokens::digest(&credential),
-                console_token_generation: 1,
+            None => Agent::new_enrolled(
+                &credential,
                 machine_name,
                 external_ip,
-                listen_addr: None,
-                version: req.version.clone(),
-                extension: req.extension,
-                environment: req.environment,
-                registered_at: now,
-                enrollment_token_id: Some(token.enrollment_token_id),
-                last_heartbeat_at: None,
-                last_contact_at: now,
-                heartbeat_interval_seconds: 30,
-                uptime_seconds: None,
-                status: Status::Active,
-                status_since: now,
-                health: Health::Degraded,
-                health_reason: "enrolled; waiting for the first heartbeat".into(),
-                health_since: now,
-                checks: Vec::new(),
-                last_poll_at: None,
-                last_poll_error: None,
-                domains: Vec::new(),
-            },
+                &req.version,
+                req.extension,
+                req.environment,
+                token.enrollment_token_id,
+                now,
+            ),
         };
         db::agents::upsert(&mut tx, &agent.to_row()).await?;
         let (action, what) = if reinstalled {
@@ -556,6 +587,9 @@ impl Fleet {
         external_ip: String,
     ) -> Option<HeartbeatResponse> {
         let now = db::now_ms();
+        self.metrics
+            .heartbeats_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.write();
         let agent = inner.agents.get_mut(agent_id)?;
         if hb.listen_addr != agent.listen_addr {
@@ -569,6 +603,12 @@ impl Fleet {
             i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
         agent.listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
         agent.checks = hb.checks.into_iter().take(32).collect();
+        agent.domains = hb
+            .domains
+            .into_iter()
+            .take(MAX_DOMAINS)
+            .map(|d| truncate(d.domain, 255))
+            .collect();
         agent.external_ip = external_ip;
         agent.last_heartbeat_at = Some(now);
         agent.last_contact_at = now;
@@ -585,6 +625,19 @@ impl Fleet {
             status: agent.status.as_str().into(),
             health: agent.health.as_str().into(),
         })
+    }
+
+    /// Replaces the domains an agent serves (its full list, from `agent add-directory` or a
+    /// heartbeat). Kept in memory only: a running agent re-sends the list in every heartbeat.
+    pub fn set_domains(&self, agent_id: &str, domains: Vec<String>) -> Option<Vec<String>> {
+        let mut inner = self.write();
+        let agent = inner.agents.get_mut(agent_id)?;
+        agent.domains = domains
+            .into_iter()
+            .take(MAX_DOMAINS)
+            .map(|d| truncate(d, 255))
+            .collect();
+        Some(agent.domains.clone())
     }
 
     pub fn whoami(&self, agent_id: &str) -> Option<WhoAmI> {
@@ -686,6 +739,17 @@ impl Fleet {
         s
     }
 
+    /// Counts for `/metrics`.
+    pub fn counts_by_status_health_version(&self) -> FleetCounts {
+        let inner = self.read();
+        let mut counts = FleetCounts::default();
+        for a in inner.agents.values() {
+            *counts.by_status_health.entry((a.status, a.health)).or_default() += 1;
+            *counts.by_version.entry(a.version.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     /// Agents that need attention: active and not healthy, worst first.
     pub fn needing_attention(&self, limit: usize) -> Vec<Agent> {
         let inner = self.read();
@@ -771,6 +835,7 @@ impl Fleet {
             (rows, std::mem::take(&mut inner.events))
         };
         let written = rows.len();
+        let started = std::time::Instant::now();
         let result = async {
             let mut tx = self.db.begin().await?;
             for row in &rows {
@@ -789,6 +854,11 @@ impl Fleet {
             inner.events.extend(newer);
             return Err(e.into());
         }
+        self.metrics.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .flushed_agents
+            .fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.flush_duration.observe(started.elapsed());
         Ok(written)
     }
 
@@ -833,6 +903,37 @@ impl Fleet {
             Err(e) => tracing::error!(error = %e, "cannot write agent state at shutdown"),
         }
     }
+}
+
+/// A trimmed machine name of 1 to 255 characters without control characters.
+pub(crate) fn valid_machine_name(name: &str) -> Result<String, EnrollError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(EnrollError::BadMachineName);
+    }
+    Ok(name.to_string())
+}
+
+/// The enrollment token row, if it exists, is not revoked and has not expired (uses are counted
+/// separately, atomically, by `consume`).
+pub(crate) async fn usable_token(
+    conn: &mut sqlx::SqliteConnection,
+    token: &str,
+    now: i64,
+) -> Result<db::enrollment_tokens::EnrollmentTokenRow, EnrollError> {
+    let token = db::enrollment_tokens::get_by_hash(conn, &tokens::digest(token))
+        .await?
+        .ok_or(EnrollError::Invalid)?;
+    if let Some(by) = &token.revoked_by {
+        return Err(EnrollError::Revoked(by.clone()));
+    }
+    if token.expires_at <= now {
+        return Err(EnrollError::Expired(format!(
+            "{} ago",
+            health::human(now - token.expires_at)
+        )));
+    }
+    Ok(token)
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -5,6 +5,7 @@ use super::{Fleet, Status};
 use crate::db;
 use crate::protocol::{AgentHealth, AGENT_API};
 use futures::StreamExt;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The outcome of one poll, as shown by "Check now".
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ impl Fleet {
                 self.poll_one(&id).await;
             })
             .await;
+        self.metrics.poll_rounds.fetch_add(1, Relaxed);
+        self.metrics.poll_round_duration.observe(started.elapsed());
         tracing::debug!(
             agents = count,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -46,6 +49,7 @@ impl Fleet {
             let agent = inner.agents.get(agent_id)?;
             (agent.api_base_url(), self.console_token_for(agent))
         };
+        let started = std::time::Instant::now();
         let result = match url {
             None => {
                 Err("the agent has not reported its API address yet (no heartbeat)".to_string())
@@ -55,6 +59,13 @@ impl Fleet {
                     .await
             }
         };
+        let (count, latency) = if result.is_ok() {
+            (&self.metrics.polls_ok, &self.metrics.poll_latency_ok)
+        } else {
+            (&self.metrics.polls_failed, &self.metrics.poll_latency_failed)
+        };
+        count.fetch_add(1, Relaxed);
+        latency.observe(started.elapsed());
         let now = db::now_ms();
         let mut inner = self.write();
         let agent = inner.agents.get_mut(agent_id)?;

@@ -4,7 +4,7 @@ use super::api::ApiJson;
 use super::error::{ApiResult, AppError};
 use super::session::bearer;
 use crate::fleet::EnrollError;
-use crate::protocol::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, WhoAmI};
+use crate::protocol::{BatchEnrollRequest, BatchEnrollResponse, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, WhoAmI};
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -48,6 +48,29 @@ impl FromRequestParts<AppState> for AgentCaller {
     }
 }
 
+/// Maps a refused enrollment to its status; database failures are 500s.
+fn enroll_error(e: EnrollError) -> super::error::ApiError {
+    let status = match e {
+        EnrollError::Database(e) => return e.into(),
+        EnrollError::Invalid => StatusCode::UNAUTHORIZED,
+        EnrollError::EnvironmentMismatch { .. } => StatusCode::CONFLICT,
+        EnrollError::BadMachineName | EnrollError::BadBatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::FORBIDDEN,
+    };
+    tracing::info!(code = e.code(), "enrollment refused");
+    AppError::new(status, e.code(), e.to_string()).into()
+}
+
+pub async fn enroll_batch(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<BatchEnrollRequest>,
+) -> ApiResult<(StatusCode, Json<BatchEnrollResponse>)> {
+    let resp = state.fleet.enroll_batch(req, ip).await.map_err(enroll_error)?;
+    tracing::info!(agents = resp.agents.len(), "agents enrolled in a batch");
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
 pub async fn enroll(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -65,17 +88,7 @@ pub async fn enroll(
                 Json(resp),
             ))
         }
-        Err(EnrollError::Database(e)) => Err(e.into()),
-        Err(e) => {
-            let status = match e {
-                EnrollError::Invalid => StatusCode::UNAUTHORIZED,
-                EnrollError::EnvironmentMismatch { .. } => StatusCode::CONFLICT,
-                EnrollError::BadMachineName => StatusCode::UNPROCESSABLE_ENTITY,
-                _ => StatusCode::FORBIDDEN,
-            };
-            tracing::info!(code = e.code(), "enrollment refused");
-            Err(AppError::new(status, e.code(), e.to_string()).into())
-        }
+        Err(e) => Err(enroll_error(e)),
     }
 }
 
@@ -102,4 +115,22 @@ pub async fn whoami(
         .whoami(&id)
         .ok_or_else(|| AppError::unauthorized("This agent was deleted from the console."))?;
     Ok(Json(who))
+}
+
+/// `POST /agent-api/v1/domains`: the agent's full list of connected directories.
+pub async fn domains(
+    State(state): State<AppState>,
+    AgentCaller(id): AgentCaller,
+    ApiJson(report): ApiJson<crate::protocol::DomainsReport>,
+) -> ApiResult<Json<crate::protocol::DomainsAccepted>> {
+    let names = report.domains.into_iter().map(|d| d.domain).collect();
+    let domains = state
+        .fleet
+        .set_domains(&id, names)
+        .ok_or_else(|| AppError::unauthorized("This agent was deleted from the console."))?;
+    tracing::info!(agent_id = %id, domains = ?domains, "agent reported its domains");
+    Ok(Json(crate::protocol::DomainsAccepted {
+        agent_id: id,
+        domains,
+    }))
 }

@@ -6,6 +6,9 @@ pub mod api;
 pub mod auth_pages;
 pub mod enrollment;
 pub mod error;
+pub mod metrics;
+pub mod oidc;
+pub mod openapi;
 pub mod sections;
 pub mod session;
 pub mod view;
@@ -33,6 +36,9 @@ pub fn router(state: AppState) -> Router {
             get(auth_pages::show_login).post(auth_pages::submit_login),
         )
         .route("/logout", post(auth_pages::logout))
+        .route("/logout/all", post(auth_pages::logout_all))
+        .route("/auth/oidc/start", get(oidc::start))
+        .route("/auth/oidc/callback", get(oidc::callback))
         .route(
             "/setup",
             get(auth_pages::show_setup).post(auth_pages::submit_setup),
@@ -78,12 +84,19 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::revoke_enrollment_token),
         )
         .route("/audit-log", get(api::audit_log))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(api::not_found);
 
     let agent_api = Router::new()
         .route("/enroll", post(agent_api::enroll))
+        // A batch of 10,000 machine names does not fit the default limit.
+        .route(
+            "/enroll-batch",
+            post(agent_api::enroll_batch).layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
+        )
         .route("/heartbeat", post(agent_api::heartbeat))
         .route("/whoami", get(agent_api::whoami))
+        .route("/domains", post(agent_api::domains))
         .fallback(api::not_found);
 
     Router::new()
@@ -91,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .nest(crate::protocol::CONSOLE_AGENT_API, agent_api)
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -6,5 +6,8 @@ mod support;
 mod api;
 mod browser;
 mod enrollment;
+mod fleet_sim;
+mod hardening;
 mod health;
+mod oidc;
 mod pages;

@@ -1,0 +1,28 @@
+//! How people and agents prove who they are to the console, beyond passwords and tokens: the
+//! sign-in throttle, the optional OpenID Connect provider, and whether local sign-in is allowed.
+//! One value of [`Identity`] lives in the application state.
+
+use super::oidc::Oidc;
+use super::throttle::{Limits, SignInThrottle};
+
+#[derive(Debug)]
+pub struct Identity {
+    pub throttle: SignInThrottle,
+    /// Set when `serve --oidc-issuer …` is given.
+    pub oidc: Option<Oidc>,
+    /// False with `serve --disable-local-sign-in`: only the OpenID Connect provider signs people in.
+    pub local_sign_in: bool,
+    /// Cookies carry `Secure` when the console is reached over HTTPS.
+    pub secure_cookies: bool,
+}
+
+impl Identity {
+    pub fn new(oidc: Option<Oidc>, local_sign_in: bool, secure_cookies: bool) -> Self {
+        Identity {
+            throttle: SignInThrottle::new(Limits::default()),
+            oidc,
+            local_sign_in,
+            secure_cookies,
+        }
+    }
+}
