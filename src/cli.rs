@@ -80,6 +80,12 @@ pub struct ServeArgs {
     pub poll_concurrency: usize,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; needs --tls-key.
+    #[arg(long, env = "HYBRIDSYNC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HYBRIDSYNC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +164,12 @@ pub struct AgentRemoveDirectoryArgs {
     /// The domain to disconnect, as given to add-directory.
     #[arg(long)]
     pub domain: String,
+    /// Also delete the service account this agent created (needs an administrator, used once).
+    #[arg(long, requires = "admin_password_file")]
+    pub admin: Option<String>,
+    /// File holding the administrator's password (`-`: standard input).
+    #[arg(long, requires = "admin")]
+    pub admin_password_file: Option<PathBuf>,
 }
 
 /// The install wizard's Configure Service Account and Connect Active Directory screens as flags.
@@ -173,6 +185,9 @@ pub struct DirectoryArgs {
     /// PEM file of the CA that issued the server's certificate (default: the system's CAs).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// Upgrade an ldap:// connection with StartTLS.
+    #[arg(long)]
+    pub starttls: bool,
     /// Base DN (default: the rootDSE's defaultNamingContext or single naming context).
     #[arg(long)]
     pub base_dn: Option<String>,
@@ -204,9 +219,14 @@ pub struct AgentInstallArgs {
     /// The console's URL, e.g. http://127.0.0.1:8720.
     #[arg(long)]
     pub console: String,
-    /// An enrollment token from Cloud sync > Agents > Download on-premises agent.
+    /// An enrollment token from Cloud sync > Agents > Download on-premises agent. Without one, the
+    /// install prints a code that an administrator approves in the console (device code sign-in).
     #[arg(long, env = "HYBRIDSYNC_ENROLLMENT_TOKEN")]
-    pub enrollment_token: String,
+    pub enrollment_token: Option<String>,
+    /// PEM CA certificate the console's HTTPS certificate must chain to (a private CA); the agent
+    /// keeps a copy and trusts only it for this console.
+    #[arg(long, env = "HYBRIDSYNC_CONSOLE_CA_CERT")]
+    pub console_ca_cert: Option<PathBuf>,
     /// Where the agent keeps its config and credential.
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -220,6 +240,53 @@ pub struct AgentInstallArgs {
     pub extension: Extension,
     #[arg(long, default_value = "public")]
     pub environment: Environment,
+    /// Optionally connect a directory right after enrolling (same flags as `agent add-directory`).
+    #[command(flatten)]
+    pub directory: InstallDirectoryArgs,
+}
+
+/// [`DirectoryArgs`] as optional `agent install` flags: all or none (`--domain` requires the rest).
+#[derive(Debug, Clone, Args)]
+pub struct InstallDirectoryArgs {
+    /// Connect this domain after enrolling (see `agent add-directory --help`).
+    #[arg(long, requires_all = ["ldap_url", "admin", "admin_password_file", "service_account"])]
+    pub domain: Option<String>,
+    #[arg(long, requires = "domain")]
+    pub ldap_url: Option<String>,
+    #[arg(long, requires = "domain")]
+    pub ca_cert: Option<PathBuf>,
+    #[arg(long, requires = "domain")]
+    pub starttls: bool,
+    #[arg(long, requires = "domain")]
+    pub base_dn: Option<String>,
+    #[arg(long, requires = "domain")]
+    pub admin: Option<String>,
+    #[arg(long, requires = "domain")]
+    pub admin_password_file: Option<PathBuf>,
+    #[arg(long, value_enum, requires = "domain")]
+    pub service_account: Option<ServiceAccountMode>,
+    #[arg(long, requires = "domain")]
+    pub service_account_name: Option<String>,
+    #[arg(long, requires = "domain")]
+    pub service_account_password_file: Option<PathBuf>,
+}
+
+impl InstallDirectoryArgs {
+    /// The add-directory flags, when `--domain` was given (clap has checked the rest are there).
+    pub fn into_directory(self) -> Option<DirectoryArgs> {
+        Some(DirectoryArgs {
+            domain: self.domain?,
+            ldap_url: self.ldap_url?,
+            ca_cert: self.ca_cert,
+            starttls: self.starttls,
+            base_dn: self.base_dn,
+            admin: self.admin?,
+            admin_password_file: self.admin_password_file?,
+            service_account: self.service_account?,
+            service_account_name: self.service_account_name,
+            service_account_password_file: self.service_account_password_file,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -246,10 +313,18 @@ pub struct IdentityArgs {
     #[arg(long, env = "HYBRIDSYNC_OIDC_CLIENT_ID", requires = "oidc_issuer")]
     pub oidc_client_id: Option<String>,
     /// File holding the client secret (a file, so the secret is not in the process list).
-    #[arg(long, env = "HYBRIDSYNC_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]
+    #[arg(
+        long,
+        env = "HYBRIDSYNC_OIDC_CLIENT_SECRET_FILE",
+        requires = "oidc_issuer"
+    )]
     pub oidc_client_secret_file: Option<PathBuf>,
     /// Scopes requested at sign-in.
-    #[arg(long, env = "HYBRIDSYNC_OIDC_SCOPES", default_value = "openid email profile groups")]
+    #[arg(
+        long,
+        env = "HYBRIDSYNC_OIDC_SCOPES",
+        default_value = "openid email profile groups"
+    )]
     pub oidc_scopes: String,
     /// The ID token claim whose values decide the console role.
     #[arg(long, env = "HYBRIDSYNC_OIDC_ROLE_CLAIM", default_value = "groups")]
@@ -258,9 +333,19 @@ pub struct IdentityArgs {
     #[arg(long, env = "HYBRIDSYNC_OIDC_ROLE_MAP", default_value = "")]
     pub oidc_role_map: String,
     /// Refuse password sign-in: administrators sign in through the OpenID Connect provider only.
-    #[arg(long, env = "HYBRIDSYNC_DISABLE_LOCAL_SIGN_IN", requires = "oidc_issuer")]
+    #[arg(
+        long,
+        env = "HYBRIDSYNC_DISABLE_LOCAL_SIGN_IN",
+        requires = "oidc_issuer"
+    )]
     pub disable_local_sign_in: bool,
     /// Lifetime of a browser session; after it the administrator signs in again.
     #[arg(long, default_value = "12h", value_parser = parse_duration)]
     pub session_lifetime: Duration,
+    /// How long an agent's device code (`agent install` without a token) waits for approval.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub device_code_lifetime: Duration,
+    /// The least time between an agent's polls for its device code's approval.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub device_poll_interval: Duration,
 }

@@ -63,6 +63,13 @@ pub struct SimulateArgs {
     /// Send heartbeats with made-up credentials, without enrolling (to measure bench-baseline).
     #[arg(long)]
     pub no_enroll: bool,
+    /// Write `credential<TAB>machine name` per agent to this file (mode 0600), for an external load
+    /// generator such as wrk (tests/bench/heartbeat.lua).
+    #[arg(long)]
+    pub credentials_out: Option<std::path::PathBuf>,
+    /// Enroll (and write --credentials-out), then exit without sending heartbeats.
+    #[arg(long)]
+    pub enroll_only: bool,
 }
 
 struct SimAgent {
@@ -84,12 +91,24 @@ struct Shared {
 
 impl Shared {
     fn is_down(&self, index: usize) -> bool {
-        is_flapping_down(index, self.failing, self.flapping, self.started.elapsed(), self.interval)
+        is_flapping_down(
+            index,
+            self.failing,
+            self.flapping,
+            self.started.elapsed(),
+            self.interval,
+        )
     }
 }
 
 /// Flapping agents are up for 4 intervals, then down for 4.
-fn is_flapping_down(index: usize, failing: usize, flapping: usize, elapsed: Duration, interval: Duration) -> bool {
+fn is_flapping_down(
+    index: usize,
+    failing: usize,
+    flapping: usize,
+    elapsed: Duration,
+    interval: Duration,
+) -> bool {
     if index < failing || index >= failing + flapping {
         return false;
     }
@@ -125,7 +144,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let names: Vec<String> = (0..args.agents).map(|i| format!("{}-{i:06}", args.name_prefix)).collect();
+    let names: Vec<String> = (0..args.agents)
+        .map(|i| format!("{}-{i:06}", args.name_prefix))
+        .collect();
 
     // Listener first: the console may poll as soon as the first heartbeat names the address.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -153,6 +174,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         agents.len(),
         started_enroll.elapsed()
     );
+    if let Some(path) = &args.credentials_out {
+        write_credentials(path, &agents)?;
+    }
+    if args.enroll_only {
+        return Ok(());
+    }
     let shared = Arc::new(Shared {
         agent_ids: agents.iter().map(|a| a.id.clone()).collect(),
         by_console_token: shared,
@@ -175,14 +202,21 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let start = tokio::time::Instant::now();
     let mut handles = Vec::with_capacity(workers);
     for worker in 0..workers {
-        let (agents, stats, http, url, shared) = (agents.clone(), stats.clone(), http.clone(), url.clone(), shared.clone());
+        let (agents, stats, http, url, shared) = (
+            agents.clone(),
+            stats.clone(),
+            http.clone(),
+            url.clone(),
+            shared.clone(),
+        );
         let interval = args.heartbeat_interval;
         let listen = listen_addr.to_string();
         handles.push(tokio::spawn(async move {
             let mut cycle: u32 = 0;
             loop {
                 for index in (worker..agents.len()).step_by(workers) {
-                    let due = start + interval * cycle + Duration::from_secs_f64(spacing * index as f64);
+                    let due =
+                        start + interval * cycle + Duration::from_secs_f64(spacing * index as f64);
                     tokio::time::sleep_until(due).await;
                     if shared.is_down(index) {
                         continue;
@@ -234,6 +268,24 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn write_credentials(path: &std::path::Path, agents: &[SimAgent]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for agent in agents {
+        writeln!(out, "{}\t{}", agent.credential, agent.machine_name)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn enroll_all(
     http: &reqwest::Client,
     console: &str,
@@ -278,7 +330,8 @@ async fn enroll_all(
 }
 
 async fn health(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> axum::response::Response {
-    let index = crate::web::session::bearer(&headers).and_then(|t| shared.by_console_token.get(&tokens::digest(t)).copied());
+    let index = crate::web::session::bearer(&headers)
+        .and_then(|t| shared.by_console_token.get(&tokens::digest(t)).copied());
     let Some(index) = index else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
@@ -308,7 +361,8 @@ impl Stats {
         } else {
             w.failed += 1;
         }
-        w.latencies_us.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+        w.latencies_us
+            .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
     }
     fn take(&self) -> Summary {
         std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()))
@@ -355,7 +409,9 @@ impl Summary {
 /// same heartbeat JSON and answers a small JSON body, with no authentication and no state.
 pub async fn baseline(listen: SocketAddr) -> anyhow::Result<()> {
     async fn beat(Json(hb): Json<Heartbeat>) -> impl IntoResponse {
-        Json(serde_json::json!({ "agent_id": hb.machine_name, "status": "active", "health": "healthy" }))
+        Json(
+            serde_json::json!({ "agent_id": hb.machine_name, "status": "active", "health": "healthy" }),
+        )
     }
     let app = Router::new().route(&format!("{CONSOLE_AGENT_API}/heartbeat"), post(beat));
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -373,8 +429,14 @@ mod tests {
     #[test]
     fn only_flapping_agents_go_down_and_they_alternate_every_four_intervals() {
         let i = Duration::from_secs(1);
-        assert!(!is_flapping_down(0, 1, 2, Duration::from_secs(5), i), "failing agents do not flap");
-        assert!(!is_flapping_down(3, 1, 2, Duration::from_secs(5), i), "steady agents do not flap");
+        assert!(
+            !is_flapping_down(0, 1, 2, Duration::from_secs(5), i),
+            "failing agents do not flap"
+        );
+        assert!(
+            !is_flapping_down(3, 1, 2, Duration::from_secs(5), i),
+            "steady agents do not flap"
+        );
         assert!(!is_flapping_down(1, 1, 2, Duration::from_secs(2), i));
         assert!(is_flapping_down(1, 1, 2, Duration::from_secs(5), i));
         assert!(!is_flapping_down(2, 1, 2, Duration::from_secs(9), i));

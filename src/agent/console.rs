@@ -1,4 +1,5 @@
-//! HTTP client for the console's agent API (`enroll`, `heartbeat`, `whoami`).
+//! HTTP client for the console's agent API (`enroll`, `heartbeat`, `whoami`), and the agent's side
+//! of sign-in by device code (RFC 8628, through the oauth2 crate's device flow).
 //!
 //! Every failure becomes a [`ConsoleError`] that tells "could not talk to the console" apart from
 //! "the console answered no", because install, run and status each react differently to the two.
@@ -10,6 +11,7 @@ use crate::protocol::{
 use anyhow::{bail, Context, Result};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use std::path::Path;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,24 +65,69 @@ pub(crate) fn normalize_url(raw: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// The console's CA certificate, copied into the agent's data dir by `install --console-ca-cert`.
+pub(crate) const CONSOLE_CA_FILE: &str = "console-ca.pem";
+
 pub(crate) struct Console {
     http: reqwest::Client,
     url: String,
+    /// The private CA the console's certificate must chain to, instead of the public roots.
+    ca: Option<Vec<reqwest::Certificate>>,
+}
+
+/// Reads PEM CA certificates; the error names the file.
+pub(crate) fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
 }
 
 impl Console {
-    /// `url` must come from [`normalize_url`].
+    /// `url` must come from [`normalize_url`]. The console's certificate (for https) must chain to
+    /// a public root.
     pub fn new(url: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(format!("hybridsync-agent/{VERSION}"))
+        Self::with_ca(url, None)
+    }
+
+    /// For an installed agent: trusts the console CA saved in `data_dir` at install, if there is one.
+    pub fn for_data_dir(url: &str, data_dir: &Path) -> Result<Self> {
+        let ca = data_dir.join(CONSOLE_CA_FILE);
+        if ca.exists() {
+            Self::with_ca(url, Some(read_ca(&ca)?))
+        } else {
+            Self::new(url)
+        }
+    }
+
+    /// With `ca`, only certificates issued by it are accepted (a private CA).
+    pub fn with_ca(url: &str, ca: Option<Vec<reqwest::Certificate>>) -> Result<Self> {
+        let http = Self::client_builder(ca.as_deref())
             .build()
             .context("cannot create the HTTP client")?;
         Ok(Self {
             http,
             url: url.to_owned(),
+            ca,
         })
+    }
+
+    fn client_builder(ca: Option<&[reqwest::Certificate]>) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(format!("hybridsync-agent/{VERSION}"));
+        if let Some(ca) = ca {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in ca {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+        }
+        builder
     }
 
     pub async fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ConsoleError> {
@@ -121,6 +168,74 @@ impl Console {
             .get(self.endpoint("whoami"))
             .bearer_auth(agent_credential);
         self.send(request).await
+    }
+
+    /// Runs the device authorization grant: asks the console for a code, shows it through
+    /// `show(verification_uri, user_code)`, and polls until an administrator approves (returns the
+    /// enrollment token the console issued for this machine), denies, or the code expires.
+    pub async fn device_sign_in(
+        &self,
+        machine_name: &str,
+        show: impl FnOnce(&str, &str),
+    ) -> Result<String> {
+        use oauth2::basic::BasicClient;
+        use oauth2::DeviceCodeErrorResponseType as E;
+        use oauth2::{
+            AuthType, ClientId, DeviceAuthorizationUrl, RequestTokenError,
+            StandardDeviceAuthorizationResponse, TokenResponse, TokenUrl,
+        };
+        let client = BasicClient::new(ClientId::new("hybridsync-agent".to_owned()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_device_authorization_url(DeviceAuthorizationUrl::new(
+                self.endpoint("device/authorize"),
+            )?)
+            .set_token_uri(TokenUrl::new(self.endpoint("device/token"))?);
+        // The token endpoint must not redirect: following one could send the device code elsewhere.
+        let http = Self::client_builder(self.ca.as_deref())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot create the HTTP client")?;
+        let details: StandardDeviceAuthorizationResponse = client
+            .exchange_device_code()
+            .add_extra_param("machine_name", machine_name)
+            .request_async(&http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => anyhow::anyhow!(
+                    "the console refused to start sign-in by code: {}",
+                    r.error_description().cloned().unwrap_or_else(|| r.error().to_string())
+                ),
+                RequestTokenError::Request(e) => anyhow::anyhow!(
+                    "cannot reach the console at {}: {e}. Check the URL and that `hybridsync serve` is running",
+                    self.url
+                ),
+                other => anyhow::anyhow!("sign-in by code failed: {other}"),
+            })?;
+        show(
+            details.verification_uri().as_str(),
+            details.user_code().secret(),
+        );
+        let token = client
+            .exchange_device_access_token(&details)
+            .request_async(&http, tokio::time::sleep, None)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => match r.error() {
+                    E::AccessDenied => anyhow::anyhow!(
+                        "an administrator denied this agent in the console; nothing was installed"
+                    ),
+                    E::ExpiredToken => anyhow::anyhow!(
+                        "the code expired before an administrator approved it; run `hybridsync agent install` again"
+                    ),
+                    other => anyhow::anyhow!(
+                        "the console refused the sign-in ({}): {}",
+                        other.as_ref(),
+                        r.error_description().cloned().unwrap_or_default()
+                    ),
+                },
+                other => anyhow::anyhow!("sign-in by code failed: {other}"),
+            })?;
+        Ok(token.access_token().secret().clone())
     }
 
     fn endpoint(&self, name: &str) -> String {

@@ -13,7 +13,9 @@
 
 use super::config::{write_atomic, Agent};
 use super::console::Console;
-use crate::cli::{AgentAddDirectoryArgs, AgentRemoveDirectoryArgs, DirectoryArgs, ServiceAccountMode};
+use crate::cli::{
+    AgentAddDirectoryArgs, AgentRemoveDirectoryArgs, DirectoryArgs, ServiceAccountMode,
+};
 use crate::directory::account::{self, AccountChoice, ConnectRequest, Known, ServiceAccount};
 use crate::directory::{Dialect, Target};
 use crate::protocol::{AgentDomain, CheckStatus, DomainsReport, HealthCheck};
@@ -37,6 +39,9 @@ pub(crate) struct DirectoryConfig {
     /// File name of the CA copy in `directories/`, if `--ca-cert` was given.
     pub ca_cert: Option<String>,
     pub base_dn: String,
+    /// StartTLS on an ldap:// URL (absent in files written before the flag existed).
+    #[serde(default)]
+    pub starttls: bool,
     pub dialect: Dialect,
     pub service_account: ServiceAccount,
     /// RFC 3339 time of the last add-directory.
@@ -49,7 +54,9 @@ impl DirectoryConfig {
             .ca_cert
             .as_ref()
             .map(|name| data_dir.join(DIRECTORIES).join(name));
-        Target::new(&self.ldap_url, ca.as_deref()).map_err(|e| anyhow!(e))
+        Target::new(&self.ldap_url, ca.as_deref())
+            .and_then(|t| t.with_starttls(self.starttls))
+            .map_err(|e| anyhow!(e))
     }
 
     fn secret_path(&self, data_dir: &Path) -> PathBuf {
@@ -122,7 +129,9 @@ pub(crate) fn load_all(data_dir: &Path) -> Vec<Result<DirectoryConfig, (String, 
             let path = dir.join(&name);
             fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<DirectoryConfig>(&b).map_err(|e| e.to_string()))
+                .and_then(|b| {
+                    serde_json::from_slice::<DirectoryConfig>(&b).map_err(|e| e.to_string())
+                })
                 .map_err(|e| (domain, format!("{} is unreadable: {e}", path.display())))
         })
         .collect()
@@ -169,7 +178,12 @@ pub(crate) async fn checks(data_dir: &Path) -> Vec<HealthCheck> {
             Ok(config) => {
                 let outcome = tokio::time::timeout(CHECK_TIMEOUT, check_one(data_dir, &config))
                     .await
-                    .unwrap_or_else(|_| Err(format!("no answer from {} within {CHECK_TIMEOUT:?}", config.ldap_url)));
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "no answer from {} within {CHECK_TIMEOUT:?}",
+                            config.ldap_url
+                        ))
+                    });
                 (config.domain, outcome)
             }
         };
@@ -232,7 +246,9 @@ pub async fn add_directory(args: AgentAddDirectoryArgs) -> Result<()> {
 pub(crate) async fn add(data_dir: &Path, args: DirectoryArgs) -> Result<()> {
     let agent = Agent::load(data_dir)?;
     let domain = normalize_domain(&args.domain)?;
-    let target = Target::new(&args.ldap_url, args.ca_cert.as_deref()).map_err(|e| anyhow!(e))?;
+    let target = Target::new(&args.ldap_url, args.ca_cert.as_deref())
+        .and_then(|t| t.with_starttls(args.starttls))
+        .map_err(|e| anyhow!(e))?;
     if args.admin.trim().is_empty() {
         bail!("--admin must not be empty");
     }
@@ -308,7 +324,12 @@ pub(crate) async fn add(data_dir: &Path, args: DirectoryArgs) -> Result<()> {
         .create(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     // The secret and the CA first, the config last: a config file means a complete directory.
-    write_atomic(&dir, &secret_name(&domain), connected.password.as_bytes(), 0o600)?;
+    write_atomic(
+        &dir,
+        &secret_name(&domain),
+        connected.password.as_bytes(),
+        0o600,
+    )?;
     let ca_cert = match &target.ca_pem {
         Some(pem) => {
             write_atomic(&dir, &ca_name(&domain), pem, 0o644)?;
@@ -324,6 +345,7 @@ pub(crate) async fn add(data_dir: &Path, args: DirectoryArgs) -> Result<()> {
         ldap_url: target.url.clone(),
         ca_cert,
         base_dn: connected.base_dn.clone(),
+        starttls: target.starttls,
         dialect: connected.dialect,
         service_account: connected.account.clone(),
         added_at: time::OffsetDateTime::now_utc()
@@ -344,7 +366,8 @@ pub(crate) async fn add(data_dir: &Path, args: DirectoryArgs) -> Result<()> {
         agent.config.agent_id,
         connected.account.bind_dn,
         match connected.account.mode {
-            account::AccountMode::Create => "created by the agent; its password is in the data dir only",
+            account::AccountMode::Create =>
+                "created by the agent; its password is in the data dir only",
             account::AccountMode::Custom => "custom",
         }
     );
@@ -368,8 +391,42 @@ pub async fn remove_directory(args: AgentRemoveDirectoryArgs) -> Result<()> {
         bail!(
             "agent {} has no directory {domain} (it has: {})",
             agent.config.agent_id,
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
         );
+    }
+    // With an administrator, first delete the account this agent created: if that fails, nothing
+    // is removed and the command can simply be run again.
+    let mut deleted = None;
+    if let (Some(admin), Some(file)) = (&args.admin, &args.admin_password_file) {
+        let admin_password = read_password(file, "administrator password")?;
+        match config.as_ref() {
+            Some(c) if c.service_account.mode == account::AccountMode::Create => {
+                let target = c.target(&args.data_dir)?;
+                account::delete_account(
+                    &target,
+                    admin,
+                    &admin_password,
+                    c.dialect,
+                    &c.base_dn,
+                    &c.service_account.bind_dn,
+                )
+                .await
+                .with_context(|| format!("cannot delete the service account of {domain}"))?;
+                deleted = Some(c.service_account.bind_dn.clone());
+            }
+            Some(c) => println!(
+                "  the custom service account {} is the administrator's: left as it is",
+                c.service_account.bind_dn
+            ),
+            None => bail!(
+                "{} is unreadable: cannot tell which service account to delete",
+                config_path.display()
+            ),
+        }
     }
     // Config first: from here on the running agent no longer sees the directory.
     remove_if_present(&config_path)?;
@@ -379,9 +436,13 @@ pub async fn remove_directory(args: AgentRemoveDirectoryArgs) -> Result<()> {
         "Directory {domain} removed from agent {}",
         agent.config.agent_id
     );
-    if let Some(config) = config.filter(|c| c.service_account.mode == account::AccountMode::Create) {
+    if let Some(dn) = deleted {
+        println!("  deleted the service account {dn}");
+    } else if let Some(config) =
+        config.filter(|c| c.service_account.mode == account::AccountMode::Create)
+    {
         println!(
-            "  the service account {} stays in the directory (other agents may share its group); delete it there when no agent needs it",
+            "  the service account {} stays in the directory; pass --admin and --admin-password-file to delete it",
             config.service_account.bind_dn
         );
     }
@@ -429,8 +490,13 @@ mod tests {
 
     #[test]
     fn domains_are_normalised_and_safe_as_file_names() {
-        assert_eq!(normalize_domain(" Corp.Example.TEST. ").unwrap(), "corp.example.test");
-        for bad in ["", "corp", "../etc.x", "a..b", "-a.b", "a_b.test", "a/b.test", "a b.test"] {
+        assert_eq!(
+            normalize_domain(" Corp.Example.TEST. ").unwrap(),
+            "corp.example.test"
+        );
+        for bad in [
+            "", "corp", "../etc.x", "a..b", "-a.b", "a_b.test", "a/b.test", "a b.test",
+        ] {
             assert!(normalize_domain(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -444,8 +510,12 @@ mod tests {
         fs::write(&file, "s3cret\r\n").unwrap();
         assert_eq!(read_password(&file, "x").unwrap(), "s3cret");
         fs::write(&file, "\n").unwrap();
-        assert!(read_password(&file, "x").unwrap_err().to_string().contains("empty"));
-        let missing = read_password(&dir.path().join("nope"), "administrator password").unwrap_err();
+        assert!(read_password(&file, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        let missing =
+            read_password(&dir.path().join("nope"), "administrator password").unwrap_err();
         assert!(format!("{missing:#}").contains("administrator password file"));
     }
 

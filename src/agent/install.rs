@@ -1,7 +1,9 @@
 //! `hybridsync agent install`: enrolls this machine with a console and writes the agent's files.
+//! Without `--enrollment-token`, an administrator approves the machine in the console first (sign-in
+//! by device code), which gives the installer a one-use enrollment token.
 
 use super::config::{sha256_hex, Agent, AgentConfig, Credential};
-use super::console::{normalize_url, Console};
+use super::console::{normalize_url, read_ca, Console, CONSOLE_CA_FILE};
 use crate::cli::AgentInstallArgs;
 use crate::protocol::{EnrollRequest, ExistingAgent, VERSION};
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,8 +23,31 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
         agent_credential: agent.credential.agent_credential,
     });
     let previous_id = existing.as_ref().map(|e| e.agent_id.clone());
+    // A private CA given now, or saved by an earlier install into this data dir.
+    let ca = match &args.console_ca_cert {
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
+    let console = match ca {
+        Some(ca) => Console::with_ca(&console_url, Some(ca))?,
+        None => Console::for_data_dir(&console_url, &args.data_dir)?,
+    };
+    let enrollment_token = match args.enrollment_token {
+        Some(token) => token,
+        None => {
+            console
+                .device_sign_in(&machine_name, |url, code| {
+                    // Printed, not logged: this is the prompt for the person installing.
+                    println!(
+                        "To approve this agent, a Global Administrator or Hybrid Identity Administrator opens {url} and enters the code {code}"
+                    );
+                    println!("Waiting for approval…");
+                })
+                .await?
+        }
+    };
     let request = EnrollRequest {
-        enrollment_token: args.enrollment_token,
+        enrollment_token,
         machine_name: machine_name.clone(),
         extension: args.extension,
         environment: args.environment,
@@ -30,7 +55,7 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
         existing,
     };
 
-    let enrolled = Console::new(&console_url)?
+    let enrolled = console
         .enroll(&request)
         .await
         .map_err(|e| anyhow!("enrollment failed: {e}"))?;
@@ -50,6 +75,16 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
         },
     };
     agent.save(&args.data_dir)?;
+    if let Some(path) = &args.console_ca_cert {
+        // `agent run` and `agent status` trust the same CA from here on.
+        std::fs::copy(path, args.data_dir.join(CONSOLE_CA_FILE)).with_context(|| {
+            format!(
+                "cannot copy {} into {}",
+                path.display(),
+                args.data_dir.display()
+            )
+        })?;
+    }
 
     let agent_id = &agent.config.agent_id;
     let note = if enrolled.reinstalled {
@@ -66,6 +101,12 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
         "Start it with: hybridsync agent run --data-dir {}",
         args.data_dir.display()
     );
+    // The wizard's Connect Active Directory step, when its flags were given.
+    if let Some(directory) = args.directory.into_directory() {
+        super::directory::add(&args.data_dir, directory)
+            .await
+            .context("the agent is installed, but connecting the directory failed; fix the cause and run `hybridsync agent add-directory`")?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! [`status()`] is the operator's check that the local agent is intact and known to its console.
 //!
 //! All of an agent's state lives in its data dir: `agent.json` (plain config) and
-//! `credential.json` (secrets, mode 0600), see `config`.
+//! `credential.json` (secrets, mode 0600), see `config`; and one set of files per connected
+//! directory under `directories/` ([`add_directory()`], [`remove_directory()`], see `directory`).
 
 mod api;
 mod backoff;

@@ -5,8 +5,8 @@ use super::api::{self, ApiState};
 use super::backoff::Backoff;
 use super::checks::SelfChecks;
 use super::config::Agent;
-use super::directory;
 use super::console::Console;
+use super::directory;
 use crate::cli::AgentRunArgs;
 use crate::protocol::{Heartbeat, VERSION};
 use anyhow::{bail, Context, Result};
@@ -33,7 +33,7 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
     // Installed first, so a signal that arrives during start-up still means a clean stop.
     let shutdown = shutdown_signal()?.shared();
     let Agent { config, credential } = Agent::load(&args.data_dir)?;
-    let console = Console::new(&config.console_url)?;
+    let console = Console::for_data_dir(&config.console_url, &args.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

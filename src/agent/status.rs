@@ -17,7 +17,7 @@ pub async fn status(args: AgentStatusArgs) -> Result<bool> {
     println!("console: {}", config.console_url);
     println!("data dir: {}", args.data_dir.display());
 
-    let console = Console::new(&config.console_url)?;
+    let console = Console::for_data_dir(&config.console_url, &args.data_dir)?;
     match console.whoami(&credential.agent_credential).await {
         Ok(me) => {
             println!("console reachable: yes");

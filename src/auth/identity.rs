@@ -1,7 +1,9 @@
 //! How people and agents prove who they are to the console, beyond passwords and tokens: the
-//! sign-in throttle, the optional OpenID Connect provider, and whether local sign-in is allowed.
+//! sign-in throttle, the optional OpenID Connect provider, whether local sign-in is allowed, and the
+//! pending agent sign-ins by device code.
 //! One value of [`Identity`] lives in the application state.
 
+use super::device::DeviceFlows;
 use super::oidc::Oidc;
 use super::throttle::{Limits, SignInThrottle};
 
@@ -14,11 +16,19 @@ pub struct Identity {
     pub local_sign_in: bool,
     /// Cookies carry `Secure` when the console is reached over HTTPS.
     pub secure_cookies: bool,
+    /// Agents waiting for an administrator to approve their device code.
+    pub device: DeviceFlows,
 }
 
 impl Identity {
-    pub fn new(oidc: Option<Oidc>, local_sign_in: bool, secure_cookies: bool) -> Self {
+    pub fn new(
+        oidc: Option<Oidc>,
+        local_sign_in: bool,
+        secure_cookies: bool,
+        device: DeviceFlows,
+    ) -> Self {
         Identity {
+            device,
             throttle: SignInThrottle::new(Limits::default()),
             oidc,
             local_sign_in,

@@ -2,6 +2,7 @@
 //!
 //! No HTTP here: `web` turns a [`Denied`] into a 403 page or JSON error.
 
+pub mod device;
 pub mod identity;
 pub mod oidc;
 pub mod password;

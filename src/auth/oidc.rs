@@ -372,24 +372,21 @@ impl Oidc {
         validation.set_issuer(&[self.settings.issuer.as_str()]);
         validation.set_audience(&[self.settings.client_id.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(
-            id_token,
-            &key,
-            &validation,
-        )
-        .map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            OidcError::Invalid(
-                match e.kind() {
-                    ErrorKind::InvalidSignature => "bad ID token signature",
-                    ErrorKind::ExpiredSignature => "the ID token has expired",
-                    ErrorKind::InvalidIssuer => "the ID token is from another issuer",
-                    ErrorKind::InvalidAudience => "the ID token is for another client",
-                    _ => "invalid ID token",
-                }
-                .into(),
-            )
-        })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(id_token, &key, &validation)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind;
+                    OidcError::Invalid(
+                        match e.kind() {
+                            ErrorKind::InvalidSignature => "bad ID token signature",
+                            ErrorKind::ExpiredSignature => "the ID token has expired",
+                            ErrorKind::InvalidIssuer => "the ID token is from another issuer",
+                            ErrorKind::InvalidAudience => "the ID token is for another client",
+                            _ => "invalid ID token",
+                        }
+                        .into(),
+                    )
+                })?;
         let presented = data.claims.get("nonce").and_then(Value::as_str);
         if !presented.is_some_and(|n| tokens::equal(n.as_bytes(), nonce.as_bytes())) {
             return Err(invalid("the ID token's nonce does not match this sign-in"));
@@ -444,11 +441,157 @@ fn map_role(values: &[String], map: &[(String, Role)]) -> Option<Role> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    const ISSUER: &str = "https://idp.example.test";
+    const CLIENT: &str = "console";
+
+    /// A provider stand-in: an ES256 key published as a one-key JWKS. The JWKS URL points at a
+    /// closed port, so a refresh for an unknown key fails.
+    fn provider() -> (Oidc, EncodingKey) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = key.public_key_raw();
+        assert_eq!(raw[0], 4, "uncompressed P-256 point");
+        let jwks: JwkSet = serde_json::from_value(serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+        }]}))
+        .unwrap();
+        let settings = OidcSettings {
+            issuer: ISSUER.into(),
+            client_id: CLIENT.into(),
+            client_secret: "secret".into(),
+            scopes: vec!["openid".into()],
+            role_claim: "groups".into(),
+            role_map: vec![],
+            redirect_url: "http://127.0.0.1:1/auth/oidc/callback".into(),
+        };
+        let client = Client::new(ClientId::new(CLIENT.into()))
+            .set_client_secret(ClientSecret::new("secret".into()))
+            .set_auth_uri(AuthUrl::new("http://127.0.0.1:1/auth".into()).unwrap())
+            .set_token_uri(TokenUrl::new("http://127.0.0.1:1/token".into()).unwrap())
+            .set_redirect_uri(RedirectUrl::new(settings.redirect_url.clone()).unwrap());
+        let oidc = Oidc {
+            settings,
+            client,
+            http: reqwest::Client::new(),
+            jwks_uri: "http://127.0.0.1:1/jwks".into(),
+            jwks: RwLock::new(jwks),
+            pending: Mutex::new(HashMap::new()),
+        };
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        (oidc, signing)
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    fn claims(overrides: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "iss": ISSUER, "aud": CLIENT, "sub": "u1", "nonce": "n1",
+            "iat": now(), "exp": now() + 300,
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn es256(kid: &str) -> Header {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        h
+    }
+
+    #[tokio::test]
+    async fn id_tokens_are_checked_for_signature_issuer_audience_expiry_and_nonce() {
+        let (oidc, key) = provider();
+        let sign = |c: serde_json::Value| jsonwebtoken::encode(&es256("k1"), &c, &key).unwrap();
+        let good = sign(claims(serde_json::json!({})));
+        assert_eq!(
+            oidc.verify_id_token(&good, "n1").await.unwrap()["sub"],
+            "u1"
+        );
+
+        let refused = |token: String, nonce: &'static str| {
+            let oidc = &oidc;
+            async move {
+                match oidc.verify_id_token(&token, nonce).await {
+                    Err(OidcError::Invalid(why)) => why,
+                    other => panic!("accepted or wrong error: {other:?}"),
+                }
+            }
+        };
+        assert!(refused(good.clone(), "n2").await.contains("nonce"));
+        let no_nonce = sign(claims(serde_json::json!({"nonce": null})));
+        assert!(refused(no_nonce, "n1").await.contains("nonce"));
+        let other_issuer = sign(claims(serde_json::json!({"iss": "https://evil.test"})));
+        assert!(refused(other_issuer, "n1").await.contains("another issuer"));
+        let other_client = sign(claims(serde_json::json!({"aud": "someone-else"})));
+        assert!(refused(other_client, "n1").await.contains("another client"));
+        let expired = sign(claims(serde_json::json!({"exp": now() - 3600})));
+        assert!(refused(expired, "n1").await.contains("expired"));
+        let no_sub = sign(claims(serde_json::json!({"sub": null})));
+        refused(no_sub, "n1").await;
+
+        // A valid signature by another key, a flipped signature byte, an HMAC token made with the
+        // client secret, an unknown key id: all refused.
+        let (_, stranger) = provider();
+        let forged =
+            jsonwebtoken::encode(&es256("k1"), &claims(serde_json::json!({})), &stranger).unwrap();
+        assert!(refused(forged, "n1").await.contains("signature"));
+        let mut tampered = good.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        refused(String::from_utf8(tampered).unwrap(), "n1").await;
+        let hmac = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(serde_json::json!({})),
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(refused(hmac, "n1").await.contains("refused algorithm"));
+        let unknown_kid =
+            jsonwebtoken::encode(&es256("k2"), &claims(serde_json::json!({})), &key).unwrap();
+        refused(unknown_kid, "n1").await;
+        refused("not.a.jwt".into(), "n1").await;
+    }
+
+    #[tokio::test]
+    async fn a_callback_state_is_one_use_and_bound_to_its_browser() {
+        let (oidc, _) = provider();
+        let url = oidc.start("browser-a", "/agents");
+        assert!(url.contains("code_challenge_method=S256") && url.contains("nonce="));
+        let state = reqwest::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        assert!(matches!(
+            oidc.finish("browser-b", &state, "code").await,
+            Err(OidcError::OtherBrowser)
+        ));
+        // The attempt from the other browser consumed the state: the flow cannot be finished now.
+        assert!(matches!(
+            oidc.finish("browser-a", &state, "code").await,
+            Err(OidcError::UnknownState)
+        ));
+    }
 
     #[test]
     fn role_map_parses_and_reports_mistakes() {
-        let map = parse_role_map("admins=global-administrator, sync-ops=hybrid-identity-administrator,")
-            .unwrap();
+        let map =
+            parse_role_map("admins=global-administrator, sync-ops=hybrid-identity-administrator,")
+                .unwrap();
         assert_eq!(
             map,
             vec![
@@ -456,9 +599,15 @@ mod tests {
                 ("sync-ops".to_string(), Role::HybridIdentityAdministrator)
             ]
         );
-        assert!(parse_role_map("admins").unwrap_err().contains("CLAIM_VALUE=ROLE"));
-        assert!(parse_role_map("admins=root").unwrap_err().contains("unknown role"));
-        assert!(parse_role_map("=global-reader").unwrap_err().contains("empty"));
+        assert!(parse_role_map("admins")
+            .unwrap_err()
+            .contains("CLAIM_VALUE=ROLE"));
+        assert!(parse_role_map("admins=root")
+            .unwrap_err()
+            .contains("unknown role"));
+        assert!(parse_role_map("=global-reader")
+            .unwrap_err()
+            .contains("empty"));
     }
 
     #[test]
@@ -468,7 +617,10 @@ mod tests {
         assert_eq!(map_role(&values, &map), Some(Role::GlobalAdministrator));
         let one = claim_values(Some(&serde_json::json!("readers")));
         assert_eq!(map_role(&one, &map), Some(Role::GlobalReader));
-        assert_eq!(map_role(&claim_values(Some(&serde_json::json!(42))), &map), None);
+        assert_eq!(
+            map_role(&claim_values(Some(&serde_json::json!(42))), &map),
+            None
+        );
         assert_eq!(map_role(&claim_values(None), &map), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Builds the console's [`Identity`] from `serve`'s flags (discovering the OpenID Connect provider)
 //! and keeps the accounts of administrators who sign in through it.
 
+use crate::auth::device::DeviceFlows;
 use crate::auth::identity::Identity;
 use crate::auth::oidc::{parse_role_map, Oidc, OidcSettings, SignedIn};
 use crate::cli::IdentityArgs;
@@ -16,8 +17,9 @@ pub const OIDC_CALLBACK_PATH: &str = "/auth/oidc/callback";
 /// Reads the flags; with `--oidc-issuer`, reads the client secret file and discovers the provider.
 pub async fn build(args: &IdentityArgs, public_url: &str) -> anyhow::Result<Identity> {
     let secure_cookies = public_url.starts_with("https://");
+    let device = DeviceFlows::new(args.device_code_lifetime, args.device_poll_interval);
     let Some(issuer) = args.oidc_issuer.clone() else {
-        return Ok(Identity::new(None, true, secure_cookies));
+        return Ok(Identity::new(None, true, secure_cookies, device));
     };
     let Some(client_id) = args.oidc_client_id.clone() else {
         bail!("--oidc-issuer needs --oidc-client-id (the console's client id at the provider)");
@@ -26,14 +28,19 @@ pub async fn build(args: &IdentityArgs, public_url: &str) -> anyhow::Result<Iden
         bail!("--oidc-issuer needs --oidc-client-secret-file (a file holding the client secret)");
     };
     let client_secret = std::fs::read_to_string(secret_file)
-        .with_context(|| format!("cannot read the client secret file {}", secret_file.display()))?
+        .with_context(|| {
+            format!(
+                "cannot read the client secret file {}",
+                secret_file.display()
+            )
+        })?
         .trim()
         .to_string();
     if client_secret.is_empty() {
         bail!("the client secret file {} is empty", secret_file.display());
     }
-    let role_map = parse_role_map(&args.oidc_role_map)
-        .map_err(|e| anyhow::anyhow!("--oidc-role-map: {e}"))?;
+    let role_map =
+        parse_role_map(&args.oidc_role_map).map_err(|e| anyhow::anyhow!("--oidc-role-map: {e}"))?;
     if role_map.is_empty() {
         bail!("--oidc-issuer needs --oidc-role-map (e.g. admins=global-administrator): without it nobody could sign in");
     }
@@ -62,6 +69,7 @@ pub async fn build(args: &IdentityArgs, public_url: &str) -> anyhow::Result<Iden
         Some(oidc),
         !args.disable_local_sign_in,
         secure_cookies,
+        device,
     ))
 }
 
@@ -117,14 +125,25 @@ async fn insert_with_free_name(
         .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
         .take(48)
         .collect();
-    let base = if base.is_empty() { "oidc-user".into() } else { base };
+    let base = if base.is_empty() {
+        "oidc-user".into()
+    } else {
+        base
+    };
     let suffix = &crate::auth::tokens::hex_digest(&format!("{issuer}\n{}", who.subject))[..8];
     for candidate in [base.clone(), format!("{base}.{suffix}")] {
         if validate_username(&candidate).is_err() {
             continue;
         }
-        match db::oidc_accounts::insert(tx, &candidate, who.role.as_str(), issuer, &who.subject, now)
-            .await
+        match db::oidc_accounts::insert(
+            tx,
+            &candidate,
+            who.role.as_str(),
+            issuer,
+            &who.subject,
+            now,
+        )
+        .await
         {
             Ok(id) => return Ok(id),
             Err(e) if db::accounts::is_unique_violation(&e) => continue,

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod enrollment;
 pub mod identity;
+pub mod tls;
 
 use crate::auth::tokens::{self, ConsoleKey};
 use crate::auth::Role;
@@ -12,6 +13,7 @@ use crate::fleet::{Fleet, FleetConfig};
 use crate::state::{AppState, ConsoleSettings};
 use crate::{db, web};
 use anyhow::Context;
+use std::future::IntoFuture;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,7 +39,14 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
     let public_url = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{listening}"))
+        .unwrap_or_else(|| {
+            let scheme = if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{listening}")
+        })
         .trim_end_matches('/')
         .to_string();
     let setup_token = if db::accounts::count(&db).await? == 0 {
@@ -60,11 +69,48 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
 
 /// `hybridsync serve`: runs until SIGINT or SIGTERM, then writes pending agent state and exits.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Read before binding, so a bad certificate stops `serve` before it announces anything.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let state = build_state(&args, local).await?;
+    // `/healthz` answers from the first moment; the rest answers 503 until the fleet is loaded,
+    // so liveness does not depend on the fleet's size.
+    let gate = web::StartupGate::default();
+    let app = web::gated_router(gate.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
+    let server = match tls {
+        Some(config) => {
+            use axum::serve::ListenerExt;
+            // tap_io keeps `ConnectInfo<SocketAddr>` (client addresses) working over TLS.
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(wait_true(server_stopped))
+                    .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(wait_true(server_stopped))
+                .into_future(),
+        ),
+    };
+
+    let state = match build_state(&args, local).await {
+        Ok(state) => state,
+        Err(e) => {
+            let _ = stop_server.send(true);
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    gate.open(web::router(state.clone()));
     tracing::info!(address = %local, data_dir = %args.data_dir.display(), environment = %args.environment, "console listening");
     if let Some(token) = state
         .setup_token
@@ -78,23 +124,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             state.settings.public_url
         );
     }
-    println!("hybridsync console listening on http://{local}");
+    println!("hybridsync console listening on {scheme}://{local}");
 
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(state.fleet.clone().run_background(shutdown_rx));
+    let (stop_fleet, fleet_stopped) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(state.fleet.clone().run_background(fleet_stopped));
     let sessions = tokio::spawn(expire_sessions(state.db.clone()));
 
-    let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
+    let _ = stop_server.send(true);
+    server.await.context("the HTTP server task failed")??;
+    // After the server: heartbeats accepted until the last moment are in the final flush.
+    let _ = stop_fleet.send(true);
     sessions.abort();
     background
         .await
         .context("the fleet background task failed")?;
     Ok(())
+}
+
+/// Resolves once the watched value becomes true.
+async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn expire_sessions(db: sqlx::SqlitePool) {

@@ -144,6 +144,49 @@ pub async fn update_live_state(conn: &mut SqliteConnection, row: &AgentRow) -> s
     Ok(())
 }
 
+/// The columns a plain heartbeat changes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeartbeatStamp {
+    pub agent_id: String,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_contact_at: i64,
+    pub uptime_seconds: Option<i64>,
+}
+
+/// Writes many agents' heartbeat timestamps with one statement: the rows travel as one JSON
+/// parameter that SQLite unpacks with `json_each`, so the cost per row is an index lookup, not a
+/// statement round trip.
+pub async fn update_heartbeats(
+    conn: &mut SqliteConnection,
+    stamps: &[HeartbeatStamp],
+) -> sqlx::Result<()> {
+    if stamps.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&str, Option<i64>, i64, Option<i64>)> = stamps
+        .iter()
+        .map(|s| {
+            (
+                s.agent_id.as_str(),
+                s.last_heartbeat_at,
+                s.last_contact_at,
+                s.uptime_seconds,
+            )
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "UPDATE agent SET last_heartbeat_at = v.hb, last_contact_at = v.contact, uptime_seconds = v.uptime \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS hb, value ->> 2 AS contact, value ->> 3 AS uptime \
+               FROM json_each(?)) AS v \
+         WHERE agent.agent_id = v.id",
+    )
+    .bind(json)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Records an event, unless the agent has been deleted meanwhile (then it is dropped on purpose:
 /// the agent's whole history went with it).
 pub async fn insert_event(conn: &mut SqliteConnection, event: &NewAgentEvent) -> sqlx::Result<()> {

@@ -8,11 +8,13 @@ pub async fn get(
     issuer: &str,
     subject: &str,
 ) -> sqlx::Result<Option<(i64, String)>> {
-    sqlx::query_as("SELECT account_id, role FROM account WHERE oidc_issuer = ? AND oidc_subject = ?")
-        .bind(issuer)
-        .bind(subject)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "SELECT account_id, role FROM account WHERE oidc_issuer = ? AND oidc_subject = ?",
+    )
+    .bind(issuer)
+    .bind(subject)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Inserts a provider user's account; its password hash `!` never verifies.
@@ -38,7 +40,11 @@ pub async fn insert(
 }
 
 /// The provider decides the role at every sign-in.
-pub async fn set_role(conn: &mut SqliteConnection, account_id: i64, role: &str) -> sqlx::Result<()> {
+pub async fn set_role(
+    conn: &mut SqliteConnection,
+    account_id: i64,
+    role: &str,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE account SET role = ? WHERE account_id = ?")
         .bind(role)
         .bind(account_id)

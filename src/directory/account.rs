@@ -120,7 +120,9 @@ pub async fn connect(req: ConnectRequest<'_>) -> Result<Connected, DirectoryErro
             let mut svc = Connection::bind_new(req.target, &name, &password).await?;
             ensure_readable(&mut svc, &base_dn).await?;
             svc.close().await;
-            notes.push(format!("custom service account {name} can bind and read {base_dn}"));
+            notes.push(format!(
+                "custom service account {name} can bind and read {base_dn}"
+            ));
             let account = ServiceAccount {
                 mode: AccountMode::Custom,
                 name: name.clone(),
@@ -176,6 +178,60 @@ async fn ensure_readable(conn: &mut Connection, base_dn: &str) -> Result<(), Dir
         Err(e) => Err(e),
     }
 }
+
+/// Deletes a service account an agent created, after taking it out of the agents' group (the
+/// group and its rights stay: other agents may be members).
+pub async fn delete_account(
+    target: &Target,
+    admin: &str,
+    admin_password: &str,
+    dialect: Dialect,
+    base_dn: &str,
+    account_dn: &str,
+) -> Result<(), DirectoryError> {
+    let mut conn = Connection::bind_new(target, admin, admin_password).await?;
+    if dialect == Dialect::OpenLdap {
+        // AD drops the membership with the account; OpenLDAP keeps a dangling member unless the
+        // memberof overlay's refint is on, so remove it first. The last member cannot go from a
+        // groupOfNames (objectClass violation, 65): then the group goes.
+        let group_dn = format!("cn={AGENT_GROUP},{base_dn}");
+        let mods = vec![Mod::Delete(
+            b"member".to_vec(),
+            HashSet::from([account_dn.as_bytes().to_vec()]),
+        )];
+        let what = format!("remove {account_dn} from {group_dn}");
+        match conn
+            .modify(
+                &group_dn,
+                mods,
+                Vec::new(),
+                &[rc::NO_SUCH_ATTRIBUTE, OBJECT_CLASS_VIOLATION],
+                &what,
+            )
+            .await
+        {
+            Ok(OBJECT_CLASS_VIOLATION) => {
+                conn.delete(&group_dn, &format!("delete the empty group {group_dn}"))
+                    .await?
+            }
+            Ok(_) | Err(DirectoryError::NoSuchObject { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let deleted = conn
+        .delete(
+            account_dn,
+            &format!("delete the service account {account_dn}"),
+        )
+        .await;
+    conn.close().await;
+    match deleted {
+        Ok(()) | Err(DirectoryError::NoSuchObject { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+const OBJECT_CLASS_VIOLATION: u32 = 65;
 
 /// Checks a stored service account: bind and read the base DN. The agent's health check.
 pub async fn check_account(
@@ -287,7 +343,10 @@ impl Setup<'_> {
             if let Err(e) = set_up {
                 if created {
                     // Leave nothing half-made behind: the next attempt starts clean.
-                    let _ = self.admin.delete(&place.dn, "remove the service account").await;
+                    let _ = self
+                        .admin
+                        .delete(&place.dn, "remove the service account")
+                        .await;
                 }
                 return Err(e);
             }
@@ -309,7 +368,13 @@ impl Setup<'_> {
                 let filter = format!("(sAMAccountName={})", filter_value(name));
                 let found = self
                     .admin
-                    .search(self.base_dn, &filter, &["1.1"], 2, "look the service account up")
+                    .search(
+                        self.base_dn,
+                        &filter,
+                        &["1.1"],
+                        2,
+                        "look the service account up",
+                    )
                     .await?;
                 Ok(match found.into_iter().next() {
                     Some(entry) => Place {
@@ -345,25 +410,39 @@ impl Setup<'_> {
         )
     }
 
-    async fn add_account(&mut self, name: &str, dn: &str, password: &str) -> Result<(), DirectoryError> {
+    async fn add_account(
+        &mut self,
+        name: &str,
+        dn: &str,
+        password: &str,
+    ) -> Result<(), DirectoryError> {
         let what = format!("create the service account {dn}");
         match self.dialect {
             Dialect::ActiveDirectory => {
                 let attrs = vec![
-                    attr("objectClass", &["top", "person", "organizationalPerson", "user"]),
+                    attr(
+                        "objectClass",
+                        &["top", "person", "organizationalPerson", "user"],
+                    ),
                     attr("sAMAccountName", &[name]),
                     attr("userPrincipalName", &[&format!("{name}@{}", self.domain)]),
                     attr("description", &[&self.description()]),
                     // NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD: a service must not stop when a
                     // password policy ages its password out.
                     attr("userAccountControl", &["66048"]),
-                    (b"unicodePwd".to_vec(), HashSet::from([unicode_pwd(password)])),
+                    (
+                        b"unicodePwd".to_vec(),
+                        HashSet::from([unicode_pwd(password)]),
+                    ),
                 ];
                 self.admin.add(dn, attrs, &what).await
             }
             Dialect::OpenLdap => {
                 let attrs = vec![
-                    attr("objectClass", &["applicationProcess", "simpleSecurityObject"]),
+                    attr(
+                        "objectClass",
+                        &["applicationProcess", "simpleSecurityObject"],
+                    ),
                     attr("cn", &[name]),
                     attr("description", &[&self.description()]),
                     attr("userPassword", &[password]),
@@ -386,7 +465,10 @@ impl Setup<'_> {
                     b"unicodePwd".to_vec(),
                     HashSet::from([unicode_pwd(password)]),
                 )];
-                self.admin.modify(dn, mods, Vec::new(), &[], what).await.map(drop)
+                self.admin
+                    .modify(dn, mods, Vec::new(), &[], what)
+                    .await
+                    .map(drop)
             }
             Dialect::OpenLdap => self.admin.set_password(dn, password, what).await,
         }
@@ -400,7 +482,13 @@ impl Setup<'_> {
                 let filter = format!("(&(objectClass=group)(sAMAccountName={AGENT_GROUP}))");
                 let found = self
                     .admin
-                    .search(self.base_dn, &filter, &["objectSid"], 2, "look the agents' group up")
+                    .search(
+                        self.base_dn,
+                        &filter,
+                        &["objectSid"],
+                        2,
+                        "look the agents' group up",
+                    )
                     .await?;
                 let group_dn = match found.into_iter().next() {
                     Some(group) => group.dn,
@@ -432,7 +520,11 @@ impl Setup<'_> {
             }
             Dialect::OpenLdap => {
                 let group_dn = format!("cn={AGENT_GROUP},{}", self.base_dn);
-                let exists = match self.admin.read(&group_dn, &["1.1"], "look the agents' group up").await {
+                let exists = match self
+                    .admin
+                    .read(&group_dn, &["1.1"], "look the agents' group up")
+                    .await
+                {
                     Ok(found) => found.is_some(),
                     Err(DirectoryError::NoSuchObject { .. }) => false,
                     Err(e) => return Err(e),
@@ -484,7 +576,12 @@ impl Setup<'_> {
         let what = format!("read the security descriptor of {}", self.base_dn);
         let root = self
             .admin
-            .read_with(self.base_dn, &["nTSecurityDescriptor"], &what, vec![control()])
+            .read_with(
+                self.base_dn,
+                &["nTSecurityDescriptor"],
+                &what,
+                vec![control()],
+            )
             .await?
             .ok_or_else(|| DirectoryError::Other(format!("cannot {what}")))?;
         let raw = bytes_of(&root, "nTSecurityDescriptor")
@@ -515,7 +612,10 @@ impl Setup<'_> {
                 mods,
                 vec![control()],
                 &[],
-                &format!("delegate rights on {} (write its nTSecurityDescriptor)", self.base_dn),
+                &format!(
+                    "delegate rights on {} (write its nTSecurityDescriptor)",
+                    self.base_dn
+                ),
             )
             .await?;
         self.notes.push(format!(
@@ -526,14 +626,21 @@ impl Setup<'_> {
     }
 
     /// Binds as the new account and checks the rights it needs are in force.
-    async fn verify(&mut self, dn: &str, password: &str, fresh: bool) -> Result<(), DirectoryError> {
-        let mut svc = Connection::bind_new(self.target, dn, password).await.map_err(|e| {
-            if fresh {
-                DirectoryError::Other(format!("the new service account {dn} cannot bind: {e}"))
-            } else {
-                e
-            }
-        })?;
+    async fn verify(
+        &mut self,
+        dn: &str,
+        password: &str,
+        fresh: bool,
+    ) -> Result<(), DirectoryError> {
+        let mut svc = Connection::bind_new(self.target, dn, password)
+            .await
+            .map_err(|e| {
+                if fresh {
+                    DirectoryError::Other(format!("the new service account {dn} cannot bind: {e}"))
+                } else {
+                    e
+                }
+            })?;
         ensure_readable(&mut svc, self.base_dn).await?;
         let result = match self.dialect {
             Dialect::ActiveDirectory => self.verify_ad(&mut svc, dn).await,
@@ -544,7 +651,11 @@ impl Setup<'_> {
     }
 
     /// AD computes, per entry, which attributes the caller may write (allowedAttributesEffective).
-    async fn verify_ad(&mut self, svc: &mut Connection, own_dn: &str) -> Result<(), DirectoryError> {
+    async fn verify_ad(
+        &mut self,
+        svc: &mut Connection,
+        own_dn: &str,
+    ) -> Result<(), DirectoryError> {
         let users = svc
             .search(
                 self.base_dn,
@@ -554,8 +665,12 @@ impl Setup<'_> {
                 "look for a user to check the delegation on",
             )
             .await?;
-        let Some(user) = users.into_iter().find(|u| !u.dn.eq_ignore_ascii_case(own_dn)) else {
-            self.notes.push("no user yet to check the delegation on".into());
+        let Some(user) = users
+            .into_iter()
+            .find(|u| !u.dn.eq_ignore_ascii_case(own_dn))
+        else {
+            self.notes
+                .push("no user yet to check the delegation on".into());
             return Ok(());
         };
         let writable: Vec<String> = user
@@ -579,14 +694,21 @@ impl Setup<'_> {
                 detail: String::new(),
             });
         }
-        self.notes.push(format!("verified: {own_dn} may write lockoutTime and pwdLastSet on {}", user.dn));
+        self.notes.push(format!(
+            "verified: {own_dn} may write lockoutTime and pwdLastSet on {}",
+            user.dn
+        ));
         Ok(())
     }
 
     /// OpenLDAP cannot grant or report rights over LDAP, so probe them: deleting a value that is
     /// not there is refused with "insufficient access" (50) without write access, and with "no
     /// such attribute" (16) with it; either way nothing changes.
-    async fn verify_openldap(&mut self, svc: &mut Connection, own_dn: &str) -> Result<(), DirectoryError> {
+    async fn verify_openldap(
+        &mut self,
+        svc: &mut Connection,
+        own_dn: &str,
+    ) -> Result<(), DirectoryError> {
         let users = svc
             .search(
                 self.base_dn,
@@ -596,10 +718,9 @@ impl Setup<'_> {
                 "look for a user to check the ACL on",
             )
             .await?;
-        let Some(user) = users
-            .into_iter()
-            .find(|u| !u.dn.eq_ignore_ascii_case(own_dn) && text_of(u, "pwdAccountLockedTime").is_none())
-        else {
+        let Some(user) = users.into_iter().find(|u| {
+            !u.dn.eq_ignore_ascii_case(own_dn) && text_of(u, "pwdAccountLockedTime").is_none()
+        }) else {
             self.notes.push("no user yet to check the ACL on".into());
             return Ok(());
         };
@@ -615,7 +736,11 @@ impl Setup<'_> {
                     &user.dn,
                     mods,
                     Vec::new(),
-                    &[rc::NO_SUCH_ATTRIBUTE, rc::UNDEFINED_ATTRIBUTE_TYPE, rc::CONSTRAINT_VIOLATION],
+                    &[
+                        rc::NO_SUCH_ATTRIBUTE,
+                        rc::UNDEFINED_ATTRIBUTE_TYPE,
+                        rc::CONSTRAINT_VIOLATION,
+                    ],
                     &format!("write {attribute} on {}", user.dn),
                 )
                 .await;
@@ -677,7 +802,9 @@ pub fn validate_account_name(name: &str, dialect: Dialect) -> Result<(), Directo
         if name.chars().count() > 20 {
             return bad("Active Directory allows at most 20 characters (sAMAccountName)");
         }
-        if name.contains(['"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@']) {
+        if name.contains([
+            '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
+        ]) {
             return bad("Active Directory does not allow \" / \\ [ ] : ; | = , + * ? < > @ in a sAMAccountName");
         }
     }
@@ -735,7 +862,10 @@ mod tests {
 
     #[test]
     fn first_rdn_value_undoes_escapes() {
-        assert_eq!(first_rdn_value("CN=provAgentSvc,CN=Users,DC=corp"), "provAgentSvc");
+        assert_eq!(
+            first_rdn_value("CN=provAgentSvc,CN=Users,DC=corp"),
+            "provAgentSvc"
+        );
         assert_eq!(first_rdn_value("cn=a\\,b,dc=x"), "a,b");
         assert_eq!(first_rdn_value("cn=solo"), "solo");
     }

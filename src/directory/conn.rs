@@ -18,8 +18,8 @@ use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Page size of [`Connection::search_paged`]: below AD's default MaxPageSize of 1000.
-const PAGE_SIZE: i32 = 500;
+/// A page size for [`Connection::search_paged`]: below AD's default MaxPageSize of 1000.
+pub const PAGE_SIZE: i32 = 500;
 
 /// The two directory dialects the agent speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,8 @@ pub struct Target {
     pub url: String,
     /// PEM text of the CA certificate(s) to trust instead of the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// Upgrade an ldap:// connection with StartTLS (RFC 4511 §4.14) before anything else.
+    pub starttls: bool,
 }
 
 impl Target {
@@ -78,12 +80,30 @@ impl Target {
                 let pem = std::fs::read(path).map_err(|e| bad_ca(e.to_string()))?;
                 let certs = parse_ca(&pem).map_err(bad_ca)?;
                 if certs.is_empty() {
-                    return Err(bad_ca("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()));
+                    return Err(bad_ca(
+                        "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+                    ));
                 }
                 Some(pem)
             }
         };
-        Ok(Self { url, ca_pem })
+        Ok(Self {
+            url,
+            ca_pem,
+            starttls: false,
+        })
+    }
+
+    /// Asks for StartTLS; only meaningful, and only accepted, on an ldap:// URL.
+    pub fn with_starttls(mut self, on: bool) -> Result<Self, DirectoryError> {
+        if on && !self.url.starts_with("ldap://") {
+            return Err(DirectoryError::BadUrl {
+                url: self.url,
+                reason: "StartTLS is for ldap:// URLs (ldaps:// is TLS from the start)".into(),
+            });
+        }
+        self.starttls = on;
+        Ok(self)
     }
 }
 
@@ -189,7 +209,9 @@ impl Connection {
         // ldap3 builds its default rustls config with the process-wide provider; make sure there
         // is one (reqwest picks ring per client, so none may be installed yet).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut settings = LdapConnSettings::new().set_conn_timeout(CONNECT_TIMEOUT);
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(CONNECT_TIMEOUT)
+            .set_starttls(target.starttls);
         if let Some(pem) = &target.ca_pem {
             let mut roots = rustls::RootCertStore::empty();
             for cert in parse_ca(pem).map_err(DirectoryError::Other)? {
@@ -224,7 +246,11 @@ impl Connection {
     }
 
     /// Opens and binds in one step.
-    pub async fn bind_new(target: &Target, who: &str, password: &str) -> Result<Self, DirectoryError> {
+    pub async fn bind_new(
+        target: &Target,
+        who: &str,
+        password: &str,
+    ) -> Result<Self, DirectoryError> {
         let mut conn = Self::open(target).await?;
         conn.bind(who, password).await?;
         Ok(conn)
@@ -363,11 +389,12 @@ impl Connection {
         base: &str,
         filter: &str,
         attrs: &[&str],
+        page_size: i32,
         what: &str,
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
             Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(PAGE_SIZE)),
+            Box::new(PagedResults::new(page_size)),
         ];
         let doing = self.doing(what, base);
         let mut stream = self
@@ -445,7 +472,12 @@ impl Connection {
 
     /// Sets a password with the Password Modify extended operation (RFC 3062), so the server
     /// hashes it with its own configured scheme.
-    pub async fn set_password(&mut self, dn: &str, password: &str, what: &str) -> Result<(), DirectoryError> {
+    pub async fn set_password(
+        &mut self,
+        dn: &str,
+        password: &str,
+        what: &str,
+    ) -> Result<(), DirectoryError> {
         let doing = self.doing(what, dn);
         let ldap3::result::ExopResult(_, result) = self
             .ldap
@@ -471,7 +503,11 @@ impl Connection {
 
 /// The values of an attribute as bytes, whether ldap3 filed them as text or as binary.
 pub fn bytes_of(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
-    if let Some((_, v)) = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+    if let Some((_, v)) = entry
+        .bin_attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+    {
         return v.clone();
     }
     entry
@@ -510,39 +546,87 @@ mod tests {
     #[test]
     fn dialects_are_told_apart_by_the_root_dse() {
         let ad = entry(&[
-            ("supportedCapabilities", &[AD_CAPABILITY_OID, "1.2.840.113556.1.4.1670"]),
+            (
+                "supportedCapabilities",
+                &[AD_CAPABILITY_OID, "1.2.840.113556.1.4.1670"],
+            ),
             ("defaultNamingContext", &["DC=corp,DC=example,DC=test"]),
-            ("namingContexts", &["DC=corp,DC=example,DC=test", "CN=Configuration,DC=corp,DC=example,DC=test"]),
+            (
+                "namingContexts",
+                &[
+                    "DC=corp,DC=example,DC=test",
+                    "CN=Configuration,DC=corp,DC=example,DC=test",
+                ],
+            ),
         ]);
         let dse = RootDse::from_entry(&ad, "ldaps://dc1").expect("AD");
         assert_eq!(dse.dialect, Dialect::ActiveDirectory);
-        assert_eq!(dse.base_dn_for("corp.example.test").unwrap(), "DC=corp,DC=example,DC=test");
+        assert_eq!(
+            dse.base_dn_for("corp.example.test").unwrap(),
+            "DC=corp,DC=example,DC=test"
+        );
 
-        let ol = entry(&[("objectClass", &["top", "OpenLDAProotDSE"]), ("namingContexts", &["dc=example,dc=test"])]);
+        let ol = entry(&[
+            ("objectClass", &["top", "OpenLDAProotDSE"]),
+            ("namingContexts", &["dc=example,dc=test"]),
+        ]);
         let dse = RootDse::from_entry(&ol, "ldap://x").expect("OpenLDAP");
         assert_eq!(dse.dialect, Dialect::OpenLdap);
-        assert_eq!(dse.base_dn_for("whatever.test").unwrap(), "dc=example,dc=test");
+        assert_eq!(
+            dse.base_dn_for("whatever.test").unwrap(),
+            "dc=example,dc=test"
+        );
 
-        let two = entry(&[("objectClass", &["OpenLDAProotDSE"]), ("namingContexts", &["dc=a", "dc=example,dc=test"])]);
+        let two = entry(&[
+            ("objectClass", &["OpenLDAProotDSE"]),
+            ("namingContexts", &["dc=a", "dc=example,dc=test"]),
+        ]);
         let dse = RootDse::from_entry(&two, "ldap://x").unwrap();
-        assert_eq!(dse.base_dn_for("example.test").unwrap(), "dc=example,dc=test");
-        assert!(dse.base_dn_for("other.test").unwrap_err().to_string().contains("--base-dn"));
+        assert_eq!(
+            dse.base_dn_for("example.test").unwrap(),
+            "dc=example,dc=test"
+        );
+        assert!(dse
+            .base_dn_for("other.test")
+            .unwrap_err()
+            .to_string()
+            .contains("--base-dn"));
 
         let other = entry(&[("objectClass", &["top"]), ("vendorName", &["389 Project"])]);
-        let m = RootDse::from_entry(&other, "ldap://x").unwrap_err().to_string();
-        assert!(m.contains("neither Active Directory nor OpenLDAP") && m.contains("389"), "{m}");
+        let m = RootDse::from_entry(&other, "ldap://x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("neither Active Directory nor OpenLDAP") && m.contains("389"),
+            "{m}"
+        );
     }
 
     #[test]
     fn urls_and_ca_files_are_checked_before_connecting() {
         assert!(Target::new("ldaps://dc1.corp", None).is_ok());
+        assert!(Target::new("ldap://dc1", None)
+            .unwrap()
+            .with_starttls(true)
+            .is_ok());
+        let m = Target::new("ldaps://dc1", None)
+            .unwrap()
+            .with_starttls(true)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("StartTLS is for ldap://"), "{m}");
         let m = Target::new("https://dc1", None).unwrap_err().to_string();
         assert!(m.contains("ldaps://"), "{m}");
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("ca.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
-        let m = Target::new("ldaps://dc1", Some(&junk)).unwrap_err().to_string();
-        assert!(m.contains("ca.pem") && m.contains("no PEM certificate"), "{m}");
+        let m = Target::new("ldaps://dc1", Some(&junk))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("ca.pem") && m.contains("no PEM certificate"),
+            "{m}"
+        );
         let m = Target::new("ldaps://dc1", Some(&dir.path().join("missing.pem")))
             .unwrap_err()
             .to_string();

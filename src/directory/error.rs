@@ -39,13 +39,15 @@ pub enum DirectoryError {
         who: String,
         detail: String,
     },
-    #[error("missing rights: {who} may not {what} (LDAP result 50, insufficient access rights{detail})")]
+    #[error(
+        "missing rights: {who} may not {what} (LDAP result 50, insufficient access rights{detail})"
+    )]
     InsufficientAccess {
         who: String,
         what: String,
         detail: String,
     },
-    #[error("the directory at {url} refuses to {what} without an encrypted connection: use an ldaps:// URL (LDAP result {rc}{detail})")]
+    #[error("the directory at {url} refuses to {what} without an encrypted connection: use an ldaps:// URL or --starttls (LDAP result {rc}{detail})")]
     NeedsTls {
         url: String,
         what: String,
@@ -53,9 +55,17 @@ pub enum DirectoryError {
         detail: String,
     },
     #[error("cannot {what}: {dn} does not exist or is not visible to {who} (LDAP result 32, no such object)")]
-    NoSuchObject { what: String, dn: String, who: String },
+    NoSuchObject {
+        what: String,
+        dn: String,
+        who: String,
+    },
     #[error("cannot {what}: LDAP result {rc}{detail}")]
-    Ldap { what: String, rc: u32, detail: String },
+    Ldap {
+        what: String,
+        rc: u32,
+        detail: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -174,10 +184,7 @@ pub(crate) fn from_ldap(error: LdapError, doing: &Doing) -> DirectoryError {
             url,
             reason: format!("unknown scheme {scheme:?}; use ldap:// or ldaps://"),
         },
-        other => DirectoryError::Other(format!(
-            "cannot {} on {url}: {other}",
-            doing.what
-        )),
+        other => DirectoryError::Other(format!("cannot {} on {url}: {other}", doing.what)),
     }
 }
 
@@ -242,10 +249,16 @@ mod tests {
     fn result_codes_name_their_cause() {
         let e = from_result(49, "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v3839", &doing());
         let m = e.to_string();
-        assert!(m.contains("LDAP result 49") && m.contains("locked out"), "{m}");
+        assert!(
+            m.contains("LDAP result 49") && m.contains("locked out"),
+            "{m}"
+        );
         assert!(m.contains("CN=Administrator"), "{m}");
         let m = from_result(50, "no write access", &doing()).to_string();
-        assert!(m.starts_with("missing rights:") && m.contains("no write access"), "{m}");
+        assert!(
+            m.starts_with("missing rights:") && m.contains("no write access"),
+            "{m}"
+        );
         let m = from_result(8, "", &doing()).to_string();
         assert!(m.contains("ldaps://"), "{m}");
         assert_eq!(from_result(32, "", &doing()).rc(), Some(32));
@@ -255,7 +268,10 @@ mod tests {
     fn refused_connection_is_unreachable() {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let m = from_io(&io, "ldap://127.0.0.1:1".into()).to_string();
-        assert!(m.contains("cannot reach") && m.contains("connection refused"), "{m}");
+        assert!(
+            m.contains("cannot reach") && m.contains("connection refused"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -159,7 +159,11 @@ mod tests {
     fn dn_values_round_trip_and_never_split_the_rdn() {
         for name in HOSTILE {
             let escaped = dn_value(name);
-            assert_eq!(unescape_dn_value(&escaped).as_deref(), Some(*name), "{escaped:?}");
+            assert_eq!(
+                unescape_dn_value(&escaped).as_deref(),
+                Some(*name),
+                "{escaped:?}"
+            );
             // Every `,`, `+` or `=` left in the escaped text is preceded by a backslash, so the
             // value can neither end the RDN nor start another attribute.
             let bytes = escaped.as_bytes();

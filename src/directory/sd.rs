@@ -39,7 +39,14 @@ pub const PWD_LAST_SET: &str = "bf967a0a-0de6-11d0-a285-00aa003049e2";
 /// descendant users; Unexpire Password on the domain.
 pub fn agent_aces(sid: &[u8]) -> Vec<Vec<u8>> {
     vec![
-        ace(ACCESS_ALLOWED_ACE_TYPE, CONTAINER_INHERIT_ACE, RIGHT_DS_READ, None, None, sid),
+        ace(
+            ACCESS_ALLOWED_ACE_TYPE,
+            CONTAINER_INHERIT_ACE,
+            RIGHT_DS_READ,
+            None,
+            None,
+            sid,
+        ),
         ace(
             ACCESS_ALLOWED_OBJECT_ACE_TYPE,
             CONTAINER_INHERIT_ACE | INHERIT_ONLY_ACE,
@@ -189,7 +196,11 @@ impl Dacl {
         sd.push(ACL_REVISION_DS);
         sd.push(0);
         sd.extend_from_slice(&u16::try_from(acl_size).unwrap_or(u16::MAX).to_le_bytes());
-        sd.extend_from_slice(&u16::try_from(self.aces.len()).unwrap_or(u16::MAX).to_le_bytes());
+        sd.extend_from_slice(
+            &u16::try_from(self.aces.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
         sd.extend_from_slice(&0u16.to_le_bytes());
         for ace in &self.aces {
             sd.extend_from_slice(ace);
@@ -203,10 +214,15 @@ pub fn sid_text(sid: &[u8]) -> String {
     if sid.len() < 8 {
         return "S-?".into();
     }
-    let authority = sid[2..8].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let authority = sid[2..8]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     let mut text = format!("S-{}-{authority}", sid[0]);
     for chunk in sid[8..].chunks_exact(4) {
-        text.push_str(&format!("-{}", u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])));
+        text.push_str(&format!(
+            "-{}",
+            u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])
+        ));
     }
     text
 }
@@ -225,8 +241,22 @@ mod tests {
 
     #[test]
     fn grant_is_idempotent_keeps_canonical_order_and_round_trips() {
-        let explicit = ace(ACCESS_ALLOWED_ACE_TYPE, 0, RIGHT_DS_READ, None, None, &sid(512));
-        let inherited = ace(ACCESS_ALLOWED_ACE_TYPE, INHERITED_ACE, RIGHT_DS_READ, None, None, &sid(513));
+        let explicit = ace(
+            ACCESS_ALLOWED_ACE_TYPE,
+            0,
+            RIGHT_DS_READ,
+            None,
+            None,
+            &sid(512),
+        );
+        let inherited = ace(
+            ACCESS_ALLOWED_ACE_TYPE,
+            INHERITED_ACE,
+            RIGHT_DS_READ,
+            None,
+            None,
+            &sid(513),
+        );
         let mut dacl = Dacl {
             control: 0x8c04,
             aces: vec![explicit.clone(), inherited.clone()],
@@ -237,11 +267,19 @@ mod tests {
         assert_eq!(dacl.grant(ours.clone()), 0, "a second grant adds nothing");
         assert!(ours.iter().all(|a| dacl.aces.contains(a)));
         assert_eq!(dacl.aces.first(), Some(&explicit));
-        assert_eq!(dacl.aces.last(), Some(&inherited), "inherited ACEs stay last");
+        assert_eq!(
+            dacl.aces.last(),
+            Some(&inherited),
+            "inherited ACEs stay last"
+        );
 
         let parsed = Dacl::parse(&dacl.to_security_descriptor()).expect("parse");
         assert_eq!(parsed.aces, dacl.aces);
-        assert_eq!(parsed.control & 0x8004, 0x8004, "self-relative, DACL present");
+        assert_eq!(
+            parsed.control & 0x8004,
+            0x8004,
+            "self-relative, DACL present"
+        );
     }
 
     #[test]
@@ -258,6 +296,9 @@ mod tests {
     #[test]
     fn malformed_descriptors_are_errors_not_panics() {
         assert!(Dacl::parse(&[]).is_err());
-        assert!(Dacl::parse(&[1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 4, 0, 8, 0, 9, 0]).is_err());
+        assert!(Dacl::parse(&[
+            1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 4, 0, 8, 0, 9, 0
+        ])
+        .is_err());
     }
 }

@@ -98,6 +98,109 @@ impl Fleet {
                 .insert(agent.credential_hash.clone(), agent.id.clone());
             inner.agents.insert(agent.id.clone(), agent);
         }
+        inner.by_name_fresh = false;
         Ok(BatchEnrollResponse { agents: answer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::tokens::ConsoleKey;
+    use crate::fleet::health::Thresholds;
+    use crate::fleet::{AgentFilter, FleetConfig, SortKey, StatusFilter};
+    use crate::protocol::{Environment, Extension, Heartbeat};
+    use std::time::Duration;
+
+    async fn fleet(dir: &std::path::Path) -> Fleet {
+        let db = db::open(dir).await.unwrap();
+        let config = FleetConfig {
+            environment: Environment::Public,
+            thresholds: Thresholds {
+                unhealthy_after: Duration::from_secs(90),
+                inactive_after: Duration::from_secs(3600),
+            },
+            hide_inactive_after: Duration::from_secs(864_000),
+            poll_interval: Duration::from_secs(60),
+            poll_timeout: Duration::from_secs(1),
+            poll_concurrency: 4,
+        };
+        Fleet::load(db, ConsoleKey::from_bytes([7; 32]), config)
+            .await
+            .unwrap()
+    }
+
+    fn names(page: &[Agent]) -> Vec<&str> {
+        page.iter().map(|a| a.machine_name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn batch_enrolls_and_the_name_order_follows_enrollments_and_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = fleet(dir.path()).await;
+        let token =
+            crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), 4)
+                .await
+                .unwrap();
+        let request = |names: &[&str]| BatchEnrollRequest {
+            enrollment_token: token.token.clone(),
+            machine_names: names.iter().map(|n| n.to_string()).collect(),
+            extension: Extension::CloudSync,
+            environment: Environment::Public,
+            version: "1".into(),
+        };
+        let enrolled = fleet
+            .enroll_batch(request(&["b", "A", "c"]), "127.0.0.1".into())
+            .await
+            .unwrap();
+        assert_eq!(enrolled.agents.len(), 3);
+        let by_name = AgentFilter {
+            status: Some(StatusFilter::All),
+            ..Default::default()
+        };
+        let (page, total) = fleet.list(&by_name, 10, 0);
+        assert_eq!((names(&page), total), (vec!["A", "b", "c"], 3));
+        let desc = AgentFilter {
+            descending: true,
+            ..by_name.clone()
+        };
+        assert_eq!(names(&fleet.list(&desc, 2, 0).0), vec!["c", "b"]);
+        assert_eq!(names(&fleet.list(&by_name, 2, 2).0), vec!["c"]);
+
+        // A rename through a heartbeat moves the agent; a new enrollment joins in order.
+        let renamed = &enrolled.agents[2].agent_id; // "c"
+        let heartbeat = Heartbeat {
+            version: "1".into(),
+            machine_name: "0-first".into(),
+            uptime_seconds: 1,
+            heartbeat_interval_seconds: 30,
+            listen_addr: None,
+            checks: vec![],
+            domains: vec![],
+        };
+        fleet
+            .heartbeat(renamed, heartbeat, "127.0.0.1".into())
+            .unwrap();
+        fleet
+            .enroll_batch(request(&["B2"]), "127.0.0.1".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&fleet.list(&by_name, 10, 0).0),
+            vec!["0-first", "A", "b", "B2"]
+        );
+
+        // The token had 4 uses: a fifth agent is refused and nothing is added.
+        let err = fleet
+            .enroll_batch(request(&["x"]), "127.0.0.1".into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "enrollment_token_used_up");
+        assert_eq!(fleet.list(&by_name, 10, 0).1, 4);
+        let by_health = AgentFilter {
+            sort: SortKey::Health,
+            ..by_name
+        };
+        assert_eq!(fleet.list(&by_health, 10, 0).1, 4);
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::protocol::{CheckStatus, HealthCheck};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -92,7 +93,8 @@ pub fn evaluate_status(o: &Observed<'_>, t: &Thresholds, now: i64) -> Status {
     }
 }
 
-pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, String) {
+/// The reason is borrowed when it is a fixed text, so re-evaluating a healthy agent allocates nothing.
+pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, Cow<'static, str>) {
     let unhealthy_ms = millis(t.unhealthy_after);
     let interval_ms = o.heartbeat_interval_seconds.max(1) * 1000;
     let Some(last) = o.last_heartbeat_at else {
@@ -100,7 +102,10 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, S
             // No elapsed time in the reason: it would change every sweep; `health_since` tells when.
             return (
                 Health::Unhealthy,
-                format!("no heartbeat within {} of enrollment", human(unhealthy_ms)),
+                Cow::Owned(format!(
+                    "no heartbeat within {} of enrollment",
+                    human(unhealthy_ms)
+                )),
             );
         }
         return (
@@ -114,37 +119,37 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, S
         let plural = if intervals == 1 { "" } else { "s" };
         return (
             Health::Unhealthy,
-            format!(
+            Cow::Owned(format!(
                 "no heartbeat for {intervals} interval{plural} ({} without a heartbeat)",
                 human(unhealthy_ms)
-            ),
+            )),
         );
     }
     if let Some(error) = o.last_poll_error {
         return (
             Health::Unhealthy,
-            format!("health endpoint unreachable: {error}"),
+            Cow::Owned(format!("health endpoint unreachable: {error}")),
         );
     }
     if silent > 2 * interval_ms {
         return (
             Health::Degraded,
-            format!(
+            Cow::Owned(format!(
                 "heartbeat overdue: none for 2 intervals ({})",
                 human(2 * interval_ms)
-            ),
+            )),
         );
     }
     if let Some(check) = o.checks.iter().find(|c| c.status == CheckStatus::Fail) {
         return (
             Health::Unhealthy,
-            format!("check {} failing: {}", check.name, check.message),
+            Cow::Owned(format!("check {} failing: {}", check.name, check.message)),
         );
     }
     if let Some(check) = o.checks.iter().find(|c| c.status == CheckStatus::Warn) {
         return (
             Health::Degraded,
-            format!("check {}: {}", check.name, check.message),
+            Cow::Owned(format!("check {}: {}", check.name, check.message)),
         );
     }
     (

@@ -35,12 +35,22 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, count) in BUCKETS.iter().zip(&self.counts) {
             cumulative += count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         cumulative += self.overflow.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
         let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {cumulative}");
     }
@@ -80,7 +90,13 @@ mod tests {
         assert!(out.contains("x_count 3\n"), "{out}");
         let mut labelled = String::new();
         h.render(&mut labelled, "y", "result=\"ok\"");
-        assert!(labelled.contains("y_bucket{result=\"ok\",le=\"+Inf\"} 3\n"), "{labelled}");
-        assert!(labelled.contains("y_count{result=\"ok\"} 3\n"), "{labelled}");
+        assert!(
+            labelled.contains("y_bucket{result=\"ok\",le=\"+Inf\"} 3\n"),
+            "{labelled}"
+        );
+        assert!(
+            labelled.contains("y_count{result=\"ok\"} 3\n"),
+            "{labelled}"
+        );
     }
 }

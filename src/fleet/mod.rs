@@ -335,59 +335,84 @@ pub struct FleetCounts {
 struct Inner {
     agents: HashMap<String, Agent>,
     by_credential: HashMap<Vec<u8>, String>,
+    /// Agents whose state changed beyond heartbeat timestamps: written as whole rows.
     dirty: HashSet<String>,
+    /// Agents that only heartbeated: written as timestamps, many rows per statement.
+    beating: HashSet<String>,
     events: Vec<NewAgentEvent>,
+    /// Agent ids sorted by (lower-case machine name, id): the Agents page's default order, kept so
+    /// a page at 100,000 agents is a filtered walk instead of a sort. Rebuilt lazily when stale.
+    by_name: Vec<String>,
+    by_name_fresh: bool,
 }
 
 impl Inner {
     /// Re-evaluates one agent and queues an event for each transition.
     fn reevaluate(&mut self, id: &str, t: &Thresholds, now: i64, contact_reason: Option<&str>) {
-        let Some(agent) = self.agents.get_mut(id) else {
-            return;
+        let Inner {
+            agents,
+            dirty,
+            events,
+            ..
+        } = self;
+        if let Some(agent) = agents.get_mut(id) {
+            reevaluate(agent, dirty, events, t, now, contact_reason);
+        }
+    }
+}
+
+/// Re-evaluates `agent`; on any change marks it dirty, and queues an event per transition.
+/// Allocates nothing when nothing changed: the sweeper runs this for every agent every second.
+fn reevaluate(
+    agent: &mut Agent,
+    dirty: &mut HashSet<String>,
+    events: &mut Vec<NewAgentEvent>,
+    t: &Thresholds,
+    now: i64,
+    contact_reason: Option<&str>,
+) {
+    let status = health::evaluate_status(&agent.observed(), t, now);
+    let (health, reason) = health::evaluate_health(&agent.observed(), t, now);
+    let mut changed = false;
+    if status != agent.status {
+        let why = match status {
+            Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
+            Status::Inactive => format!(
+                "no contact for {}",
+                health::human(now - agent.last_contact_at)
+            ),
         };
-        let status = health::evaluate_status(&agent.observed(), t, now);
-        let (health, reason) = health::evaluate_health(&agent.observed(), t, now);
-        let mut changed = false;
-        if status != agent.status {
-            let why = match status {
-                Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
-                Status::Inactive => format!(
-                    "no contact for {}",
-                    health::human(now - agent.last_contact_at)
-                ),
-            };
-            self.events.push(NewAgentEvent {
-                agent_id: id.into(),
-                at: now,
-                kind: "status",
-                from_value: Some(agent.status.as_str().into()),
-                to_value: status.as_str().into(),
-                reason: why,
-            });
-            agent.status = status;
-            agent.status_since = now;
-            changed = true;
-        }
-        if health != agent.health {
-            self.events.push(NewAgentEvent {
-                agent_id: id.into(),
-                at: now,
-                kind: "health",
-                from_value: Some(agent.health.as_str().into()),
-                to_value: health.as_str().into(),
-                reason: reason.clone(),
-            });
-            agent.health = health;
-            agent.health_since = now;
-            changed = true;
-        }
-        if reason != agent.health_reason {
-            agent.health_reason = reason;
-            changed = true;
-        }
-        if changed {
-            self.dirty.insert(id.to_string());
-        }
+        events.push(NewAgentEvent {
+            agent_id: agent.id.clone(),
+            at: now,
+            kind: "status",
+            from_value: Some(agent.status.as_str().into()),
+            to_value: status.as_str().into(),
+            reason: why,
+        });
+        agent.status = status;
+        agent.status_since = now;
+        changed = true;
+    }
+    if health != agent.health {
+        events.push(NewAgentEvent {
+            agent_id: agent.id.clone(),
+            at: now,
+            kind: "health",
+            from_value: Some(agent.health.as_str().into()),
+            to_value: health.as_str().into(),
+            reason: reason.to_string(),
+        });
+        agent.health = health;
+        agent.health_since = now;
+        changed = true;
+    }
+    if *reason != *agent.health_reason {
+        agent.health_reason = reason.into_owned();
+        changed = true;
+    }
+    if changed && !dirty.contains(&agent.id) {
+        dirty.insert(agent.id.clone());
     }
 }
 
@@ -568,6 +593,7 @@ impl Fleet {
             .by_credential
             .insert(agent.credential_hash.clone(), agent.id.clone());
         inner.agents.insert(agent.id.clone(), agent);
+        inner.by_name_fresh = false;
         Ok(response)
     }
 
@@ -592,27 +618,51 @@ impl Fleet {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.write();
         let agent = inner.agents.get_mut(agent_id)?;
-        if hb.listen_addr != agent.listen_addr {
+        let listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
+        if listen_addr != agent.listen_addr {
             // The agent restarted on another address: an old poll failure says nothing about the new one.
             agent.last_poll_error = None;
         }
-        agent.version = truncate(hb.version, 64);
-        agent.machine_name = truncate(hb.machine_name, 255);
-        agent.uptime_seconds = i64::try_from(hb.uptime_seconds).ok();
-        agent.heartbeat_interval_seconds =
-            i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
-        agent.listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
-        agent.checks = hb.checks.into_iter().take(32).collect();
-        agent.domains = hb
+        let version = truncate(hb.version, 64);
+        let name = truncate(hb.machine_name, 255);
+        let renamed = agent.machine_name != name;
+        let checks: Vec<HealthCheck> = hb.checks.into_iter().take(32).collect();
+        let domains: Vec<String> = hb
             .domains
             .into_iter()
             .take(MAX_DOMAINS)
             .map(|d| truncate(d.domain, 255))
             .collect();
-        agent.external_ip = external_ip;
+        let interval = i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
+        // Most heartbeats only move timestamps; those take the cheap write path.
+        let changed = renamed
+            || agent.version != version
+            || agent.listen_addr != listen_addr
+            || agent.checks != checks
+            || agent.domains != domains
+            || agent.external_ip != external_ip
+            || agent.heartbeat_interval_seconds != interval
+            || agent.last_heartbeat_at.is_none();
+        if changed {
+            agent.version = version;
+            agent.machine_name = name;
+            agent.listen_addr = listen_addr;
+            agent.checks = checks;
+            agent.domains = domains;
+            agent.external_ip = external_ip;
+            agent.heartbeat_interval_seconds = interval;
+        }
+        agent.uptime_seconds = i64::try_from(hb.uptime_seconds).ok();
         agent.last_heartbeat_at = Some(now);
         agent.last_contact_at = now;
-        inner.dirty.insert(agent_id.to_string());
+        if changed {
+            inner.dirty.insert(agent_id.to_string());
+        } else if !inner.beating.contains(agent_id) {
+            inner.beating.insert(agent_id.to_string());
+        }
+        if renamed {
+            inner.by_name_fresh = false;
+        }
         inner.reevaluate(
             agent_id,
             &self.config.thresholds,
@@ -656,6 +706,22 @@ impl Fleet {
         self.read().agents.get(agent_id).cloned()
     }
 
+    /// Rebuilds the name order if an enrollment, deletion or rename made it stale.
+    fn refresh_name_order(&self) {
+        if self.read().by_name_fresh {
+            return;
+        }
+        let mut inner = self.write();
+        let mut ids: Vec<(String, String)> = inner
+            .agents
+            .values()
+            .map(|a| (a.machine_name.to_lowercase(), a.id.clone()))
+            .collect();
+        ids.sort_unstable();
+        inner.by_name = ids.into_iter().map(|(_, id)| id).collect();
+        inner.by_name_fresh = true;
+    }
+
     /// One page of agents matching `filter`, and how many match in all.
     pub fn list(&self, filter: &AgentFilter, limit: usize, offset: usize) -> (Vec<Agent>, usize) {
         let now = db::now_ms();
@@ -666,38 +732,57 @@ impl Fleet {
             .as_deref()
             .map(str::to_lowercase)
             .filter(|s| !s.is_empty());
-        let inner = self.read();
-        let mut matching: Vec<&Agent> = inner
-            .agents
-            .values()
-            .filter(|a| match filter.status {
+        let matches = |a: &Agent| {
+            (match filter.status {
                 Some(StatusFilter::All) => true,
                 Some(StatusFilter::Only(s)) => a.status == s,
                 None => a.status == Status::Active || now - a.status_since <= hide_ms,
-            })
-            .filter(|a| filter.health.is_none_or(|h| a.health == h))
-            .filter(|a| {
-                needle.as_deref().is_none_or(|n| {
+            }) && filter.health.is_none_or(|h| a.health == h)
+                && needle.as_deref().is_none_or(|n| {
                     a.machine_name.to_lowercase().contains(n)
                         || a.external_ip.contains(n)
                         || a.version.contains(n)
                         || a.id.starts_with(n)
                 })
-            })
+        };
+        if filter.sort == SortKey::MachineName {
+            self.refresh_name_order();
+            let inner = self.read();
+            let ordered: Box<dyn Iterator<Item = &String>> = if filter.descending {
+                Box::new(inner.by_name.iter().rev())
+            } else {
+                Box::new(inner.by_name.iter())
+            };
+            let mut total = 0;
+            let mut page = Vec::with_capacity(limit.min(500));
+            for agent in ordered
+                .filter_map(|id| inner.agents.get(id))
+                .filter(|a| matches(a))
+            {
+                if total >= offset && page.len() < limit {
+                    page.push(agent.clone());
+                }
+                total += 1;
+            }
+            return (page, total);
+        }
+        self.refresh_name_order();
+        let inner = self.read();
+        // Walk in name order and sort stably by the key: ties stay in name order, and no
+        // per-agent string is built for the comparison.
+        let mut matching: Vec<&Agent> = inner
+            .by_name
+            .iter()
+            .filter_map(|id| inner.agents.get(id))
+            .filter(|a| matches(a))
             .collect();
         let total = matching.len();
-        let key = |a: &&Agent| (a.machine_name.to_lowercase(), a.id.clone());
         match filter.sort {
-            SortKey::MachineName => matching.sort_by_cached_key(key),
-            SortKey::LastHeartbeat => matching.sort_by_key(|a| (a.last_heartbeat_at, a.id.clone())),
-            SortKey::Health => matching
-                .sort_by_key(|a| (std::cmp::Reverse(a.health), a.machine_name.to_lowercase())),
-            SortKey::Status => {
-                matching.sort_by_key(|a| (a.status.as_str(), a.machine_name.to_lowercase()))
-            }
-            SortKey::Version => {
-                matching.sort_by_key(|a| (a.version.clone(), a.machine_name.to_lowercase()))
-            }
+            SortKey::MachineName => {}
+            SortKey::LastHeartbeat => matching.sort_by_key(|a| a.last_heartbeat_at),
+            SortKey::Health => matching.sort_by_key(|a| std::cmp::Reverse(a.health)),
+            SortKey::Status => matching.sort_by_key(|a| a.status.as_str()),
+            SortKey::Version => matching.sort_by(|a, b| a.version.cmp(&b.version)),
         }
         if filter.descending {
             matching.reverse();
@@ -744,13 +829,16 @@ impl Fleet {
         let inner = self.read();
         let mut counts = FleetCounts::default();
         for a in inner.agents.values() {
-            *counts.by_status_health.entry((a.status, a.health)).or_default() += 1;
+            *counts
+                .by_status_health
+                .entry((a.status, a.health))
+                .or_default() += 1;
             *counts.by_version.entry(a.version.clone()).or_default() += 1;
         }
         counts
     }
 
-    /// Agents that need attention: active and not healthy, worst first.
+    /// Agents that need attention: active and not healthy, worst first, then longest-standing.
     pub fn needing_attention(&self, limit: usize) -> Vec<Agent> {
         let inner = self.read();
         let mut list: Vec<&Agent> = inner
@@ -758,7 +846,13 @@ impl Fleet {
             .values()
             .filter(|a| a.status == Status::Active && a.health != Health::Healthy)
             .collect();
-        list.sort_by_key(|a| (std::cmp::Reverse(a.health), a.health_since));
+        let key = |a: &&Agent| (std::cmp::Reverse(a.health), a.health_since);
+        // Only the first `limit` need ordering: select them, then sort just those.
+        if list.len() > limit && limit > 0 {
+            list.select_nth_unstable_by_key(limit - 1, key);
+            list.truncate(limit);
+        }
+        list.sort_by_key(key);
         list.into_iter().take(limit).cloned().collect()
     }
 
@@ -802,10 +896,12 @@ impl Fleet {
         .await?;
         tx.commit().await?;
         let mut inner = self.write();
+        inner.by_name_fresh = false;
         if let Some(removed) = inner.agents.remove(agent_id) {
             inner.by_credential.remove(&removed.credential_hash);
         }
         inner.dirty.remove(agent_id);
+        inner.beating.remove(agent_id);
         Ok(agent)
     }
 
@@ -813,33 +909,56 @@ impl Fleet {
     pub fn sweep(&self) {
         let now = db::now_ms();
         let mut inner = self.write();
-        let ids: Vec<String> = inner.agents.keys().cloned().collect();
-        for id in ids {
-            inner.reevaluate(&id, &self.config.thresholds, now, None);
+        let Inner {
+            agents,
+            dirty,
+            events,
+            ..
+        } = &mut *inner;
+        for agent in agents.values_mut() {
+            reevaluate(agent, dirty, events, &self.config.thresholds, now, None);
         }
     }
 
-    /// Writes dirty agents and pending events in one transaction. On failure they stay queued.
+    /// Writes changed agents, heartbeat timestamps and pending events in one transaction (group
+    /// commit). On failure everything stays queued for the next attempt.
     pub async fn flush(&self) -> anyhow::Result<usize> {
-        let (rows, events) = {
+        let (rows, beats, events) = {
             let mut inner = self.write();
-            if inner.dirty.is_empty() && inner.events.is_empty() {
+            if inner.dirty.is_empty() && inner.beating.is_empty() && inner.events.is_empty() {
                 return Ok(0);
             }
             let dirty = std::mem::take(&mut inner.dirty);
+            let beating = std::mem::take(&mut inner.beating);
             let rows: Vec<AgentRow> = dirty
                 .iter()
                 .filter_map(|id| inner.agents.get(id))
                 .map(Agent::to_row)
                 .collect();
-            (rows, std::mem::take(&mut inner.events))
+            let beats: Vec<db::agents::HeartbeatStamp> = beating
+                .into_iter()
+                .filter(|id| !dirty.contains(id))
+                .filter_map(|id| {
+                    let a = inner.agents.get(&id)?;
+                    Some(db::agents::HeartbeatStamp {
+                        last_heartbeat_at: a.last_heartbeat_at,
+                        last_contact_at: a.last_contact_at,
+                        uptime_seconds: a.uptime_seconds,
+                        agent_id: id,
+                    })
+                })
+                .collect();
+            (rows, beats, std::mem::take(&mut inner.events))
         };
-        let written = rows.len();
+        let written = rows.len() + beats.len();
         let started = std::time::Instant::now();
         let result = async {
             let mut tx = self.db.begin().await?;
             for row in &rows {
                 db::agents::update_live_state(&mut tx, row).await?;
+            }
+            for chunk in beats.chunks(20_000) {
+                db::agents::update_heartbeats(&mut tx, chunk).await?;
             }
             for event in &events {
                 db::agents::insert_event(&mut tx, event).await?;
@@ -850,11 +969,14 @@ impl Fleet {
         if let Err(e) = result {
             let mut inner = self.write();
             inner.dirty.extend(rows.into_iter().map(|r| r.agent_id));
+            inner.beating.extend(beats.into_iter().map(|b| b.agent_id));
             let newer = std::mem::replace(&mut inner.events, events);
             inner.events.extend(newer);
             return Err(e.into());
         }
-        self.metrics.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics
             .flushed_agents
             .fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);

@@ -62,7 +62,10 @@ impl Fleet {
         let (count, latency) = if result.is_ok() {
             (&self.metrics.polls_ok, &self.metrics.poll_latency_ok)
         } else {
-            (&self.metrics.polls_failed, &self.metrics.poll_latency_failed)
+            (
+                &self.metrics.polls_failed,
+                &self.metrics.poll_latency_failed,
+            )
         };
         count.fetch_add(1, Relaxed);
         latency.observe(started.elapsed());

@@ -4,7 +4,10 @@ use super::api::ApiJson;
 use super::error::{ApiResult, AppError};
 use super::session::bearer;
 use crate::fleet::EnrollError;
-use crate::protocol::{BatchEnrollRequest, BatchEnrollResponse, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, WhoAmI};
+use crate::protocol::{
+    BatchEnrollRequest, BatchEnrollResponse, EnrollRequest, EnrollResponse, Heartbeat,
+    HeartbeatResponse, WhoAmI,
+};
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -66,7 +69,11 @@ pub async fn enroll_batch(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<BatchEnrollRequest>,
 ) -> ApiResult<(StatusCode, Json<BatchEnrollResponse>)> {
-    let resp = state.fleet.enroll_batch(req, ip).await.map_err(enroll_error)?;
+    let resp = state
+        .fleet
+        .enroll_batch(req, ip)
+        .await
+        .map_err(enroll_error)?;
     tracing::info!(agents = resp.agents.len(), "agents enrolled in a batch");
     Ok((StatusCode::CREATED, Json(resp)))
 }

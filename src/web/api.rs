@@ -11,7 +11,7 @@ use crate::db;
 use crate::fleet::{Agent, DeleteError};
 use crate::protocol::HealthCheck;
 use crate::state::AppState;
-use axum::extract::{FromRequest, Path, Query, State};
+use axum::extract::{FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,6 +21,16 @@ use serde::{Deserialize, Serialize};
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Query` whose rejections render as API errors (JSON, not axum's plain text).
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `axum::extract::Path` whose rejections render as API errors.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
 
 #[derive(Serialize)]
 pub struct ListBody<T> {
@@ -120,7 +130,7 @@ pub struct AgentsQuery {
 pub async fn list_agents(
     State(state): State<AppState>,
     _user: ApiUser,
-    Query(q): Query<AgentsQuery>,
+    ApiQuery(q): ApiQuery<AgentsQuery>,
 ) -> ApiResult<Json<ListBody<AgentJson>>> {
     let limit = Paging {
         limit: q.limit,
@@ -150,7 +160,7 @@ fn unknown_agent(id: &str) -> AppError {
 pub async fn get_agent(
     State(state): State<AppState>,
     _user: ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AgentJson>> {
     let agent = state.fleet.get(&id).ok_or_else(|| unknown_agent(&id))?;
     Ok(Json(AgentJson::from(&agent)))
@@ -168,7 +178,7 @@ pub struct CheckResult {
 pub async fn check_agent(
     State(state): State<AppState>,
     _user: ApiUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<CheckResult>> {
     let outcome = state
         .fleet
@@ -192,8 +202,8 @@ pub struct DeleteQuery {
 pub async fn delete_agent(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     user.require_manage("deleting an agent")?;
     match state.fleet.delete(&id, &user.username, q.force).await {
@@ -240,7 +250,7 @@ impl EnrollmentTokenJson {
 pub async fn list_enrollment_tokens(
     State(state): State<AppState>,
     _user: ApiUser,
-    Query(p): Query<Paging>,
+    ApiQuery(p): ApiQuery<Paging>,
 ) -> ApiResult<Json<ListBody<EnrollmentTokenJson>>> {
     let limit = p.limit()?;
     let (rows, total) =
@@ -294,7 +304,7 @@ pub async fn create_enrollment_token(
 pub async fn revoke_enrollment_token(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<EnrollmentTokenJson>> {
     user.require_manage("revoking an enrollment token")?;
     match enrollment::revoke(&state.db, &user.username, id).await? {
@@ -324,7 +334,7 @@ pub struct AuditJson {
 pub async fn audit_log(
     State(state): State<AppState>,
     _user: ApiUser,
-    Query(p): Query<Paging>,
+    ApiQuery(p): ApiQuery<Paging>,
 ) -> ApiResult<Json<ListBody<AuditJson>>> {
     let limit = p.limit()?;
     let (rows, total) = db::audit::list(&state.db, limit as i64, p.offset as i64).await?;

@@ -179,7 +179,10 @@ pub async fn submit_login(
     else {
         state.identity.throttle.record_failure(&username, &address);
         tracing::info!(username = %username, address = %address, "sign-in failed");
-        return again(StatusCode::UNAUTHORIZED, "Wrong username or password.".into());
+        return again(
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password.".into(),
+        );
     };
     state.identity.throttle.record_success(&username);
     tracing::info!(username = %username, "signed in");

@@ -4,6 +4,7 @@ pub mod agent_api;
 pub mod agents;
 pub mod api;
 pub mod auth_pages;
+pub mod device;
 pub mod enrollment;
 pub mod error;
 pub mod metrics;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logout/all", post(auth_pages::logout_all))
         .route("/auth/oidc/start", get(oidc::start))
         .route("/auth/oidc/callback", get(oidc::callback))
+        .route("/device", get(device::show).post(device::decide))
         .route(
             "/setup",
             get(auth_pages::show_setup).post(auth_pages::submit_setup),
@@ -95,6 +97,8 @@ pub fn router(state: AppState) -> Router {
             post(agent_api::enroll_batch).layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
         )
         .route("/heartbeat", post(agent_api::heartbeat))
+        .route("/device/authorize", post(device::authorize))
+        .route("/device/token", post(device::token))
         .route("/whoami", get(agent_api::whoami))
         .route("/domains", post(agent_api::domains))
         .fallback(api::not_found);
@@ -130,6 +134,37 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Holds the console's router once the state is loaded; until then only `/healthz` answers.
+#[derive(Clone, Default)]
+pub struct StartupGate(std::sync::Arc<std::sync::OnceLock<Router>>);
+
+impl StartupGate {
+    pub fn open(&self, app: Router) {
+        let _ = self.0.set(app);
+    }
+}
+
+/// The router served from the first moment: `/healthz`, then everything else through the gate.
+pub fn gated_router(gate: StartupGate) -> Router {
+    use tower::ServiceExt;
+    Router::new().route("/healthz", get(healthz)).fallback(
+        move |request: axum::extract::Request| {
+            let gate = gate.clone();
+            async move {
+                match gate.0.get() {
+                    Some(app) => app.clone().oneshot(request).await.into_response(),
+                    None => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "1")],
+                        "The console is starting; try again in a moment.",
+                    )
+                        .into_response(),
+                }
+            }
+        },
+    )
 }
 
 /// Liveness: answers as soon as the listener is up, whatever the fleet size.

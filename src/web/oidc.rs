@@ -54,15 +54,22 @@ pub async fn callback(
 ) -> AppResult<Response> {
     let oidc = state.identity.oidc.as_ref().ok_or_else(not_configured)?;
     if let Some(error) = q.error {
-        // Also consumes nothing: an unknown state is refused below if the browser retries.
-        let detail = q.error_description.unwrap_or_default();
-        tracing::info!(error = %error, "the OpenID Connect provider refused a sign-in");
+        // Anyone can craft this URL: only a well-formed OAuth error code is shown, never the
+        // free-text description, so the page cannot be made to display an attacker's words.
+        let code = if !error.is_empty()
+            && error.len() <= 40
+            && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            error
+        } else {
+            "invalid_error".to_string()
+        };
+        tracing::info!(error = %code, description = ?q.error_description, "the OpenID Connect provider refused a sign-in");
         return Err(AppError::new(
             StatusCode::UNAUTHORIZED,
             "oidc_refused",
             format!(
-                "The identity provider did not sign you in ({error}{}). Start again from the sign-in page.",
-                if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                "The identity provider did not sign you in ({code}). Start again from the sign-in page."
             ),
         ));
     }

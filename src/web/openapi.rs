@@ -35,15 +35,15 @@ fn ok_json(description: &str, schema: Value) -> Value {
 /// The document itself.
 pub fn document() -> Value {
     let unauthorized = error_response("No or an invalid API token.");
-    let forbidden =
-        error_response("The token's role may read but not change (Global Reader).");
+    let forbidden = error_response("The token's role may read but not change (Global Reader).");
     let not_found = error_response("No such object.");
     let bad_request = error_response("Invalid query or path parameters.");
     let paging = json!([
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}
     ]);
-    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let id_param =
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
     let token_id_param =
         json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}});
     let mut agents_params = vec![

@@ -7,11 +7,27 @@ use std::time::Duration;
 fn simulate(console: &Console, token: &str, agents: usize, extra: &[&str]) -> std::process::Child {
     let agents = agents.to_string();
     let mut args = vec![
-        "simulate", "--console", &console.url, "--enrollment-token", token, "--agents", &agents,
-        "--heartbeat-interval", "1s", "--report-every", "1s", "--concurrency", "16",
+        "simulate",
+        "--console",
+        &console.url,
+        "--enrollment-token",
+        token,
+        "--agents",
+        &agents,
+        "--heartbeat-interval",
+        "1s",
+        "--report-every",
+        "1s",
+        "--concurrency",
+        "16",
     ];
     args.extend_from_slice(extra);
-    Command::new(bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn simulate")
+    Command::new(bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn simulate")
 }
 
 struct Killed(std::process::Child);
@@ -29,41 +45,100 @@ async fn simulated_fleet_shows_up_in_the_api_and_metrics() {
     let token = console.enrollment_token(40);
     let _sim = Killed(simulate(&console, &token, 40, &["--failing", "3"]));
 
-    let list = wait_for("40 simulated agents with 37 healthy", Duration::from_secs(30), || async {
-        let (_, healthy) = api.get("/agents?health=healthy&limit=100").await;
-        let (_, all) = api.get("/agents?status=all&limit=100").await;
-        (all["total"] == 40 && healthy["total"] == 37).then_some(all)
-    })
+    let list = wait_for(
+        "40 simulated agents with 37 healthy",
+        Duration::from_secs(30),
+        || async {
+            let (_, healthy) = api.get("/agents?health=healthy&limit=100").await;
+            let (_, all) = api.get("/agents?status=all&limit=100").await;
+            (all["total"] == 40 && healthy["total"] == 37).then_some(all)
+        },
+    )
     .await;
-    assert!(list["items"].as_array().unwrap().iter().all(|a| a["machine_name"].as_str().unwrap().starts_with("sim-")));
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["machine_name"].as_str().unwrap().starts_with("sim-")));
     let (_, sick) = api.get("/agents?health=unhealthy").await;
     assert_eq!(sick["total"], 3);
-    assert_eq!(sick["items"][0]["health_reason"], "check simulated failing: simulated failure");
+    assert_eq!(
+        sick["items"][0]["health_reason"],
+        "check simulated failing: simulated failure"
+    );
 
     // The console's polls reach the simulator's shared health endpoint, per agent.
-    let polled = wait_for("a poll of a simulated agent", Duration::from_secs(15), || async {
-        let (_, all) = api.get("/agents?limit=100").await;
-        all["items"].as_array().unwrap().iter().find(|a| a["last_poll_at"].is_string() && a["last_poll_error"].is_null()).cloned()
-    })
+    let polled = wait_for(
+        "a poll of a simulated agent",
+        Duration::from_secs(15),
+        || async {
+            let (_, all) = api.get("/agents?limit=100").await;
+            all["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["last_poll_at"].is_string() && a["last_poll_error"].is_null())
+                .cloned()
+        },
+    )
     .await;
-    assert!(polled["api_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(polled["api_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
 
     // /metrics needs an API token.
-    let r = reqwest::get(format!("{}/metrics", console.url)).await.unwrap();
+    let r = reqwest::get(format!("{}/metrics", console.url))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let metrics = api.http.get(format!("{}/metrics", console.url)).bearer_auth(&api.token).send().await.unwrap();
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", console.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("hybridsync_agents{status=\"active\",health=\"healthy\"} 37\n"), "{text}");
-    assert!(text.contains("hybridsync_agents{status=\"active\",health=\"unhealthy\"} 3\n"), "{text}");
-    assert!(text.contains(&format!("hybridsync_agents_by_version{{version=\"{}\"}} 40\n", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(
+        text.contains("hybridsync_agents{status=\"active\",health=\"healthy\"} 37\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hybridsync_agents{status=\"active\",health=\"unhealthy\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "hybridsync_agents_by_version{{version=\"{}\"}} 40\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
     let value = |name: &str| -> f64 {
-        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
     };
-    assert!(value("hybridsync_heartbeats_received_total ") >= 40.0, "{text}");
-    assert!(value("hybridsync_polls_total{result=\"ok\"} ") >= 1.0, "{text}");
-    assert!(value("hybridsync_poll_duration_seconds_count{result=\"ok\"} ") >= 1.0, "{text}");
-    assert!(value("hybridsync_state_flushed_agents_total ") >= 1.0, "{text}");
+    assert!(
+        value("hybridsync_heartbeats_received_total ") >= 40.0,
+        "{text}"
+    );
+    assert!(
+        value("hybridsync_polls_total{result=\"ok\"} ") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("hybridsync_poll_duration_seconds_count{result=\"ok\"} ") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("hybridsync_state_flushed_agents_total ") >= 1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -83,8 +158,18 @@ async fn batch_enrollment_is_all_or_nothing() {
     let r = http.post(&url).json(&body(6)).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let err: serde_json::Value = r.json().await.unwrap();
-    assert!(err["error"]["message"].as_str().unwrap().contains("5 uses left; the batch needs 6"), "{err}");
-    assert_eq!(api.get("/agents?status=all").await.1["total"], 0, "nothing enrolled by a refused batch");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 uses left; the batch needs 6"),
+        "{err}"
+    );
+    assert_eq!(
+        api.get("/agents?status=all").await.1["total"],
+        0,
+        "nothing enrolled by a refused batch"
+    );
 
     let mut bad = body(2);
     bad["machine_names"][1] = serde_json::json!("bad\u{0007}name");
@@ -107,10 +192,14 @@ async fn after_kill_minus_9_at_most_the_last_batch_interval_of_heartbeat_state_i
     let api = Api::new(&console, ADMIN);
     let token = console.enrollment_token(200);
     let _sim = Killed(simulate(&console, &token, 200, &[]));
-    wait_for("200 heartbeating agents", Duration::from_secs(30), || async {
-        let (_, all) = api.get("/agents?health=healthy&limit=500").await;
-        (all["total"] == 200).then_some(())
-    })
+    wait_for(
+        "200 heartbeating agents",
+        Duration::from_secs(30),
+        || async {
+            let (_, all) = api.get("/agents?health=healthy&limit=500").await;
+            (all["total"] == 200).then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, before) = api.get("/agents?limit=500").await;
@@ -121,14 +210,22 @@ async fn after_kill_minus_9_at_most_the_last_batch_interval_of_heartbeat_state_i
     drop(console);
 
     let console = Console::start_in(dir, &[]);
-    let api = Api { base: format!("{}/api/v1", console.url), ..api };
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        ..api
+    };
     let (_, after) = api.get("/agents?status=all&limit=500").await;
     assert_eq!(after["total"], 200);
     let persisted: std::collections::HashMap<String, i64> = after["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["id"].as_str().unwrap().to_string(), millis(&a["last_heartbeat_at"])))
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_string(),
+                millis(&a["last_heartbeat_at"]),
+            )
+        })
         .collect();
     for agent in before["items"].as_array().unwrap() {
         let seen = millis(&agent["last_heartbeat_at"]);
@@ -136,7 +233,12 @@ async fn after_kill_minus_9_at_most_the_last_batch_interval_of_heartbeat_state_i
         // Group commit runs every 250 ms, so only a heartbeat received in the last batch interval
         // before the kill may be lost: the one kept is then the previous one, one heartbeat interval
         // (1 s) older. Allow 250 ms of scheduling slack on a loaded 2-core machine.
-        assert!(seen - kept <= 1500, "agent {} lost {} ms of heartbeat state", agent["id"], seen - kept);
+        assert!(
+            seen - kept <= 1500,
+            "agent {} lost {} ms of heartbeat state",
+            agent["id"],
+            seen - kept
+        );
     }
 }
 

@@ -19,7 +19,13 @@ enum Who {
     Agent,
 }
 
-const EVERYONE: [Who; 5] = [Who::Anonymous, Who::Reader, Who::Hia, Who::Admin, Who::Agent];
+const EVERYONE: [Who; 5] = [
+    Who::Anonymous,
+    Who::Reader,
+    Who::Hia,
+    Who::Admin,
+    Who::Agent,
+];
 
 /// One row: a route as the router spells it, the request sent, and the status per principal in
 /// the order of [`EVERYONE`].
@@ -102,7 +108,10 @@ async fn send(
         .build()
         .unwrap();
     let mut req = http.request(row.method.clone(), format!("{}{}", console.url, row.path));
-    let is_page = !row.path.starts_with("/api/") && !row.path.starts_with("/agent-api/");
+    // Pages take the session cookie; the APIs and the Prometheus endpoint take a bearer token.
+    let is_page = !row.path.starts_with("/api/")
+        && !row.path.starts_with("/agent-api/")
+        && row.path != "/metrics";
     match (who, creds) {
         (Who::Agent, _) => req = req.bearer_auth(agent_credential),
         (_, Some(c)) if is_page => {
@@ -126,8 +135,8 @@ async fn send(
 /// Every `(METHOD, path)` the router in src/web/mod.rs declares, with nests resolved, read from
 /// the source so that a new route without a matrix row fails this test.
 fn routes_in_router() -> BTreeSet<(String, String)> {
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/web/mod.rs"))
-        .unwrap();
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/web/mod.rs")).unwrap();
     let mut prefixes = std::collections::HashMap::new();
     for line in source.lines() {
         let line = line.trim();
@@ -154,8 +163,9 @@ fn routes_in_router() -> BTreeSet<(String, String)> {
             let handlers = &text[..end];
             for m in method_re {
                 let found = handlers.match_indices(m).any(|(at, _)| {
-                    at == 0 || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric()
-                        && handlers.as_bytes()[at - 1] != b'_'
+                    at == 0
+                        || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric()
+                            && handlers.as_bytes()[at - 1] != b'_'
                 });
                 if found {
                     routes.insert((
@@ -198,52 +208,325 @@ async fn authorization_matrix_covers_every_route_and_principal() {
     });
     // [anonymous, reader, hybrid identity admin, global admin, agent credential]
     let rows = vec![
-        Row { method: M::GET, route: "/", path: p("/"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/login", path: p("/login"), body: Body::None, expect: [200; 5] },
+        Row {
+            method: M::GET,
+            route: "/",
+            path: p("/"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/login",
+            path: p("/login"),
+            body: Body::None,
+            expect: [200; 5],
+        },
         // Without the pre-session cookie's CSRF token, every sign-in attempt is refused.
-        Row { method: M::POST, route: "/login", path: p("/login"), body: Body::Form(vec![("username", p(ADMIN)), ("password", p(PASSWORD))]), expect: [403; 5] },
-        Row { method: M::GET, route: "/setup", path: p("/setup?token=x"), body: Body::None, expect: [410; 5] },
-        Row { method: M::POST, route: "/setup", path: p("/setup"), body: Body::Form(vec![]), expect: [403; 5] },
-        Row { method: M::GET, route: "/agents", path: p("/agents"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/agents/table", path: p("/agents/table"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/agents/download", path: p("/agents/download"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::POST, route: "/agents/download/tokens", path: p("/agents/download/tokens"), body: Body::Form(vec![("expires", p("1h")), ("max_uses", p("1"))]), expect: [303, 403, 200, 200, 303] },
-        Row { method: M::POST, route: "/agents/download/tokens/{id}/revoke", path: p("/agents/download/tokens/999999/revoke"), body: Body::Form(vec![]), expect: [303, 403, 404, 404, 303] },
-        Row { method: M::GET, route: "/agents/{id}", path: format!("/agents/{id}"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::POST, route: "/agents/{id}/check", path: format!("/agents/{id}/check"), body: Body::Form(vec![]), expect: [303, 303, 303, 303, 303] },
-        Row { method: M::GET, route: "/agents/{id}/delete", path: format!("/agents/{id}/delete"), body: Body::None, expect: [303, 403, 200, 200, 303] },
+        Row {
+            method: M::POST,
+            route: "/login",
+            path: p("/login"),
+            body: Body::Form(vec![("username", p(ADMIN)), ("password", p(PASSWORD))]),
+            expect: [403; 5],
+        },
+        Row {
+            method: M::GET,
+            route: "/setup",
+            path: p("/setup?token=x"),
+            body: Body::None,
+            expect: [410; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/setup",
+            path: p("/setup"),
+            body: Body::Form(vec![]),
+            expect: [403; 5],
+        },
+        Row {
+            method: M::GET,
+            route: "/agents",
+            path: p("/agents"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/agents/table",
+            path: p("/agents/table"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/agents/download",
+            path: p("/agents/download"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::POST,
+            route: "/agents/download/tokens",
+            path: p("/agents/download/tokens"),
+            body: Body::Form(vec![("expires", p("1h")), ("max_uses", p("1"))]),
+            expect: [303, 403, 200, 200, 303],
+        },
+        Row {
+            method: M::POST,
+            route: "/agents/download/tokens/{id}/revoke",
+            path: p("/agents/download/tokens/999999/revoke"),
+            body: Body::Form(vec![]),
+            expect: [303, 403, 404, 404, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/agents/{id}",
+            path: format!("/agents/{id}"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::POST,
+            route: "/agents/{id}/check",
+            path: format!("/agents/{id}/check"),
+            body: Body::Form(vec![]),
+            expect: [303, 303, 303, 303, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/agents/{id}/delete",
+            path: format!("/agents/{id}/delete"),
+            body: Body::None,
+            expect: [303, 403, 200, 200, 303],
+        },
         // The agent is active: a manager must confirm with force; the role check comes first.
-        Row { method: M::POST, route: "/agents/{id}/delete", path: format!("/agents/{id}/delete"), body: Body::Form(vec![]), expect: [303, 403, 409, 409, 303] },
-        Row { method: M::GET, route: "/configurations", path: p("/configurations"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/provisioning-logs", path: p("/provisioning-logs"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/password-reset/on-premises-integration", path: p("/password-reset/on-premises-integration"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/users", path: p("/users"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/audit-logs", path: p("/audit-logs"), body: Body::None, expect: [303, 200, 200, 200, 303] },
-        Row { method: M::GET, route: "/static/{file}", path: p("/static/app.css"), body: Body::None, expect: [200; 5] },
+        Row {
+            method: M::POST,
+            route: "/agents/{id}/delete",
+            path: format!("/agents/{id}/delete"),
+            body: Body::Form(vec![]),
+            expect: [303, 403, 409, 409, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/configurations",
+            path: p("/configurations"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/provisioning-logs",
+            path: p("/provisioning-logs"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/password-reset/on-premises-integration",
+            path: p("/password-reset/on-premises-integration"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/users",
+            path: p("/users"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/audit-logs",
+            path: p("/audit-logs"),
+            body: Body::None,
+            expect: [303, 200, 200, 200, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/static/{file}",
+            path: p("/static/app.css"),
+            body: Body::None,
+            expect: [200; 5],
+        },
         // This console has no OpenID Connect provider configured.
-        Row { method: M::GET, route: "/auth/oidc/start", path: p("/auth/oidc/start"), body: Body::None, expect: [404; 5] },
-        Row { method: M::GET, route: "/auth/oidc/callback", path: p("/auth/oidc/callback?code=a&state=b"), body: Body::None, expect: [404; 5] },
-        Row { method: M::GET, route: "/healthz", path: p("/healthz"), body: Body::None, expect: [200; 5] },
+        Row {
+            method: M::GET,
+            route: "/auth/oidc/start",
+            path: p("/auth/oidc/start"),
+            body: Body::None,
+            expect: [404; 5],
+        },
+        Row {
+            method: M::GET,
+            route: "/auth/oidc/callback",
+            path: p("/auth/oidc/callback?code=a&state=b"),
+            body: Body::None,
+            expect: [404; 5],
+        },
+        // Approving agents by device code: managers only.
+        Row {
+            method: M::GET,
+            route: "/device",
+            path: p("/device"),
+            body: Body::None,
+            expect: [303, 403, 200, 200, 303],
+        },
+        Row {
+            method: M::POST,
+            route: "/device",
+            path: p("/device"),
+            body: Body::Form(vec![("user_code", p("BCDF-GHJK"))]),
+            expect: [303, 403, 400, 400, 303],
+        },
+        Row {
+            method: M::GET,
+            route: "/healthz",
+            path: p("/healthz"),
+            body: Body::None,
+            expect: [200; 5],
+        },
         // Prometheus scrapes with an API token; an agent credential is not one.
-        Row { method: M::GET, route: "/metrics", path: p("/metrics"), body: Body::None, expect: [401, 200, 200, 200, 401] },
-        Row { method: M::GET, route: "/api/v1/agents", path: p("/api/v1/agents"), body: Body::None, expect: [401, 200, 200, 200, 401] },
-        Row { method: M::GET, route: "/api/v1/agents/{id}", path: format!("/api/v1/agents/{id}"), body: Body::None, expect: [401, 200, 200, 200, 401] },
-        Row { method: M::DELETE, route: "/api/v1/agents/{id}", path: format!("/api/v1/agents/{id}"), body: Body::None, expect: [401, 403, 409, 409, 401] },
-        Row { method: M::POST, route: "/api/v1/agents/{id}/check", path: format!("/api/v1/agents/{id}/check"), body: Body::None, expect: [401, 200, 200, 200, 401] },
-        Row { method: M::GET, route: "/api/v1/enrollment-tokens", path: p("/api/v1/enrollment-tokens"), body: Body::None, expect: [401, 200, 200, 200, 401] },
-        Row { method: M::POST, route: "/api/v1/enrollment-tokens", path: p("/api/v1/enrollment-tokens"), body: Body::Json(serde_json::json!({})), expect: [401, 403, 201, 201, 401] },
-        Row { method: M::DELETE, route: "/api/v1/enrollment-tokens/{id}", path: p("/api/v1/enrollment-tokens/999999"), body: Body::None, expect: [401, 403, 404, 404, 401] },
-        Row { method: M::GET, route: "/api/v1/audit-log", path: p("/api/v1/audit-log"), body: Body::None, expect: [401, 200, 200, 200, 401] },
-        Row { method: M::GET, route: "/api/v1/openapi.json", path: p("/api/v1/openapi.json"), body: Body::None, expect: [200; 5] },
+        Row {
+            method: M::GET,
+            route: "/metrics",
+            path: p("/metrics"),
+            body: Body::None,
+            expect: [401, 200, 200, 200, 401],
+        },
+        Row {
+            method: M::GET,
+            route: "/api/v1/agents",
+            path: p("/api/v1/agents"),
+            body: Body::None,
+            expect: [401, 200, 200, 200, 401],
+        },
+        Row {
+            method: M::GET,
+            route: "/api/v1/agents/{id}",
+            path: format!("/api/v1/agents/{id}"),
+            body: Body::None,
+            expect: [401, 200, 200, 200, 401],
+        },
+        Row {
+            method: M::DELETE,
+            route: "/api/v1/agents/{id}",
+            path: format!("/api/v1/agents/{id}"),
+            body: Body::None,
+            expect: [401, 403, 409, 409, 401],
+        },
+        Row {
+            method: M::POST,
+            route: "/api/v1/agents/{id}/check",
+            path: format!("/api/v1/agents/{id}/check"),
+            body: Body::None,
+            expect: [401, 200, 200, 200, 401],
+        },
+        Row {
+            method: M::GET,
+            route: "/api/v1/enrollment-tokens",
+            path: p("/api/v1/enrollment-tokens"),
+            body: Body::None,
+            expect: [401, 200, 200, 200, 401],
+        },
+        Row {
+            method: M::POST,
+            route: "/api/v1/enrollment-tokens",
+            path: p("/api/v1/enrollment-tokens"),
+            body: Body::Json(serde_json::json!({})),
+            expect: [401, 403, 201, 201, 401],
+        },
+        Row {
+            method: M::DELETE,
+            route: "/api/v1/enrollment-tokens/{id}",
+            path: p("/api/v1/enrollment-tokens/999999"),
+            body: Body::None,
+            expect: [401, 403, 404, 404, 401],
+        },
+        Row {
+            method: M::GET,
+            route: "/api/v1/audit-log",
+            path: p("/api/v1/audit-log"),
+            body: Body::None,
+            expect: [401, 200, 200, 200, 401],
+        },
+        Row {
+            method: M::GET,
+            route: "/api/v1/openapi.json",
+            path: p("/api/v1/openapi.json"),
+            body: Body::None,
+            expect: [200; 5],
+        },
         // Enrollment is authorized by the enrollment token in the body, whoever calls.
-        Row { method: M::POST, route: "/agent-api/v1/enroll", path: p("/agent-api/v1/enroll"), body: Body::Json(serde_json::json!({"enrollment_token": "hset_wrong", "machine_name": "x", "version": "1"})), expect: [401; 5] },
-        Row { method: M::POST, route: "/agent-api/v1/enroll-batch", path: p("/agent-api/v1/enroll-batch"), body: Body::Json(serde_json::json!({})), expect: [422; 5] },
+        Row {
+            method: M::POST,
+            route: "/agent-api/v1/enroll",
+            path: p("/agent-api/v1/enroll"),
+            body: Body::Json(
+                serde_json::json!({"enrollment_token": "hset_wrong", "machine_name": "x", "version": "1"}),
+            ),
+            expect: [401; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/agent-api/v1/enroll-batch",
+            path: p("/agent-api/v1/enroll-batch"),
+            body: Body::Json(serde_json::json!({})),
+            expect: [422; 5],
+        },
         // Only an agent credential passes; an administrator's API token is not one.
-        Row { method: M::POST, route: "/agent-api/v1/heartbeat", path: p("/agent-api/v1/heartbeat"), body: Body::Json(heartbeat), expect: [401, 401, 401, 401, 200] },
-        Row { method: M::GET, route: "/agent-api/v1/whoami", path: p("/agent-api/v1/whoami"), body: Body::None, expect: [401, 401, 401, 401, 200] },
+        // The device endpoints take forms (RFC 8628); a JSON body is an invalid_request for anyone.
+        Row {
+            method: M::POST,
+            route: "/agent-api/v1/device/authorize",
+            path: p("/agent-api/v1/device/authorize"),
+            body: Body::Json(serde_json::json!({})),
+            expect: [400; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/agent-api/v1/device/token",
+            path: p("/agent-api/v1/device/token"),
+            body: Body::Json(serde_json::json!({})),
+            expect: [400; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/agent-api/v1/heartbeat",
+            path: p("/agent-api/v1/heartbeat"),
+            body: Body::Json(heartbeat),
+            expect: [401, 401, 401, 401, 200],
+        },
+        Row {
+            method: M::POST,
+            route: "/agent-api/v1/domains",
+            path: p("/agent-api/v1/domains"),
+            body: Body::Json(serde_json::json!({"domains": []})),
+            expect: [401, 401, 401, 401, 200],
+        },
+        Row {
+            method: M::GET,
+            route: "/agent-api/v1/whoami",
+            path: p("/agent-api/v1/whoami"),
+            body: Body::None,
+            expect: [401, 401, 401, 401, 200],
+        },
         // Last: these end the session they are sent with (each principal signs in afresh).
-        Row { method: M::POST, route: "/logout", path: p("/logout"), body: Body::Form(vec![]), expect: [303; 5] },
-        Row { method: M::POST, route: "/logout/all", path: p("/logout/all"), body: Body::Form(vec![]), expect: [303; 5] },
+        Row {
+            method: M::POST,
+            route: "/logout",
+            path: p("/logout"),
+            body: Body::Form(vec![]),
+            expect: [303; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/logout/all",
+            path: p("/logout/all"),
+            body: Body::Form(vec![]),
+            expect: [303; 5],
+        },
     ];
 
     // Completeness: every route of the router has a row, and every row is a route.
@@ -253,9 +536,15 @@ async fn authorization_matrix_covers_every_route_and_principal() {
         .map(|r| (r.method.to_string(), r.route.to_string()))
         .collect();
     let missing: Vec<_> = declared.difference(&covered).collect();
-    assert!(missing.is_empty(), "routes without a matrix row: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes without a matrix row: {missing:?}"
+    );
     let stale: Vec<_> = covered.difference(&declared).collect();
-    assert!(stale.is_empty(), "matrix rows for routes that do not exist: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "matrix rows for routes that do not exist: {stale:?}"
+    );
 
     let mut creds = Vec::new();
     for who in EVERYONE {
@@ -290,7 +579,11 @@ async fn authorization_matrix_covers_every_route_and_principal() {
             }
         }
     }
-    assert!(wrong.is_empty(), "authorization matrix:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "authorization matrix:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -298,7 +591,13 @@ async fn security_headers_and_pages_without_inline_script() {
     let console = Console::start(&[]);
     let browser = Browser::new(&console);
     assert_eq!(browser.sign_in(ADMIN, PASSWORD).await, 303);
-    for path in ["/login", "/agents", "/agents/download", "/api/v1/agents", "/nope"] {
+    for path in [
+        "/login",
+        "/agents",
+        "/agents/download",
+        "/api/v1/agents",
+        "/nope",
+    ] {
         let r = browser
             .http
             .get(format!("{}{path}", console.url))
@@ -309,7 +608,10 @@ async fn security_headers_and_pages_without_inline_script() {
         let csp = h["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{path}: {csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{path}: {csp}"
+        );
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
         assert!(h.contains_key("referrer-policy"), "{path}");
@@ -340,7 +642,9 @@ async fn cookies_are_secure_when_the_console_is_reached_over_https() {
     let plain = Console::start(&[]);
     let secure = Console::start(&["--public-url", "https://console.example.test"]);
     for (console, want_secure) in [(&plain, false), (&secure, true)] {
-        let r = reqwest::get(format!("{}/login", console.url)).await.unwrap();
+        let r = reqwest::get(format!("{}/login", console.url))
+            .await
+            .unwrap();
         let cookies: Vec<String> = r
             .headers()
             .get_all("set-cookie")
@@ -368,21 +672,37 @@ async fn failed_sign_ins_are_throttled_per_account_and_per_address() {
     let r = browser
         .http
         .post(format!("{}/login", console.url))
-        .form(&[("username", "ALICE"), ("password", PASSWORD), ("csrf", &csrf)])
+        .form(&[
+            ("username", "ALICE"),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry > 0 && retry <= 900, "{retry}");
     let body = r.text().await.unwrap();
-    assert!(body.contains("Too many failed sign-ins for this username"), "{body}");
+    assert!(
+        body.contains("Too many failed sign-ins for this username"),
+        "{body}"
+    );
     // Another account from the same address is not locked out by alice's failures.
     assert_eq!(Browser::new(&console).sign_in(HIA, PASSWORD).await, 303);
 
     // 15 more failures from this address (20 in all), spread over usernames that do not exist.
     for i in 0..15 {
-        assert_eq!(browser.sign_in(&format!("nobody{i}"), "wrong password!!").await, 401);
+        assert_eq!(
+            browser
+                .sign_in(&format!("nobody{i}"), "wrong password!!")
+                .await,
+            401
+        );
     }
     let fresh = Browser::new(&console);
     let (_, html) = fresh.get("/login").await;
@@ -390,7 +710,11 @@ async fn failed_sign_ins_are_throttled_per_account_and_per_address() {
     let (status, _, body) = fresh
         .post(
             "/login",
-            &[("username", READER), ("password", PASSWORD), ("csrf", &csrf)],
+            &[
+                ("username", READER),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+            ],
         )
         .await;
     assert_eq!(status, 429);
@@ -419,7 +743,9 @@ async fn sessions_rotate_at_sign_in_and_all_can_be_ended_at_once() {
     assert!(valid(first.cookie.clone()).await);
 
     // Signing in again from a browser that holds a session replaces it: the old cookie is dead.
-    let login = reqwest::get(format!("{}/login", console.url)).await.unwrap();
+    let login = reqwest::get(format!("{}/login", console.url))
+        .await
+        .unwrap();
     let pre = login
         .headers()
         .get_all("set-cookie")
@@ -452,7 +778,10 @@ async fn sessions_rotate_at_sign_in_and_all_can_be_ended_at_once() {
     );
     let second = session_cookie_of(&r).unwrap();
     assert_ne!(second, first.cookie);
-    assert!(!valid(first.cookie.clone()).await, "the pre-sign-in session was ended");
+    assert!(
+        !valid(first.cookie.clone()).await,
+        "the pre-sign-in session was ended"
+    );
     assert!(valid(second.clone()).await);
 
     // Two more sessions of alice and one of hank; "sign out of all sessions" ends alice's only.
@@ -472,7 +801,10 @@ async fn sessions_rotate_at_sign_in_and_all_can_be_ended_at_once() {
     assert_eq!(r.headers()["location"], "/login");
     assert!(!valid(second).await);
     assert!(!valid(third.cookie).await);
-    assert!(valid(hank.cookie).await, "other accounts keep their sessions");
+    assert!(
+        valid(hank.cookie).await,
+        "other accounts keep their sessions"
+    );
 }
 
 #[tokio::test]
@@ -484,15 +816,19 @@ async fn sessions_expire() {
         .build()
         .unwrap();
     let url = format!("{}/agents", console.url);
-    wait_for("the session to expire", std::time::Duration::from_secs(30), || {
-        let req = http
-            .get(&url)
-            .header("cookie", format!("hybridsync_session={}", creds.cookie));
-        async move {
-            let r = req.send().await.unwrap();
-            (r.status() == 303).then(|| r.headers()["location"].to_str().unwrap().to_string())
-        }
-    })
+    wait_for(
+        "the session to expire",
+        std::time::Duration::from_secs(30),
+        || {
+            let req = http
+                .get(&url)
+                .header("cookie", format!("hybridsync_session={}", creds.cookie));
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status() == 303).then(|| r.headers()["location"].to_str().unwrap().to_string())
+            }
+        },
+    )
     .await
     .starts_with("/login");
 }
@@ -557,7 +893,10 @@ async fn the_openapi_description_lists_every_api_route() {
             .unwrap_or_else(|| panic!("{rel} is not in the OpenAPI document"))
             [method.to_lowercase()];
         assert!(op.is_object(), "{method} {rel} is not described");
-        assert!(op["responses"].is_object(), "{method} {rel} has no responses");
+        assert!(
+            op["responses"].is_object(),
+            "{method} {rel} has no responses"
+        );
     }
     // And nothing described that the router does not serve.
     let served: BTreeSet<String> = routes_in_router()
@@ -571,7 +910,10 @@ async fn the_openapi_description_lists_every_api_route() {
     let text = doc.to_string();
     for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = r.split('"').next().unwrap();
-        assert!(doc["components"]["schemas"][name].is_object(), "dangling $ref {name}");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling $ref {name}"
+        );
     }
 }
 
@@ -586,8 +928,14 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(serde_json::Value::from),
         ".{0,40}".prop_map(serde_json::Value::from),
-        prop_oneof![Just("24h"), Just("0s"), Just("-1h"), Just("99999999d"), Just("hset_x")]
-            .prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("24h"),
+            Just("0s"),
+            Just("-1h"),
+            Just("99999999d"),
+            Just("hset_x")
+        ]
+        .prop_map(serde_json::Value::from),
     ];
     let keys = prop_oneof![
         Just("expires_in".to_string()),
@@ -660,13 +1008,96 @@ fn arbitrary_json_bodies_never_cause_a_server_error() {
                 let r = req.send().await.expect("the console answers");
                 (r.status().as_u16(), r.text().await.unwrap_or_default())
             });
-            prop_assert!(status < 500, "{path} answered {status} to {:?}: {text}", String::from_utf8_lossy(&body));
+            prop_assert!(
+                status < 500,
+                "{path} answered {status} to {:?}: {text}",
+                String::from_utf8_lossy(&body)
+            );
             if status >= 400 {
-                let parsed: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| TestCaseError::fail(format!("{path}: non-JSON error {e}: {text}")))?;
+                let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    TestCaseError::fail(format!("{path}: non-JSON error {e}: {text}"))
+                })?;
                 prop_assert!(parsed["error"]["code"].is_string(), "{text}");
                 prop_assert!(parsed["error"]["message"].is_string(), "{text}");
             }
+            Ok(())
+        })
+        .unwrap();
+    // The device code endpoints take forms and answer OAuth errors ({"error": "…"}).
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let form_field = prop_oneof![
+        Just("grant_type".to_string()),
+        Just("device_code".to_string()),
+        Just("machine_name".to_string()),
+        Just("client_id".to_string()),
+        "[a-z_]{1,10}",
+    ];
+    let form = prop::collection::vec((form_field, ".{0,300}"), 0..5);
+    runner
+        .run(&(any::<bool>(), form), |(token_endpoint, fields)| {
+            let path = if token_endpoint { "token" } else { "authorize" };
+            let (status, text) = rt.block_on(async {
+                let r = http
+                    .post(format!("{}/agent-api/v1/device/{path}", console.url))
+                    .form(&fields)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            });
+            prop_assert!(
+                status < 500,
+                "{path} answered {status} to {fields:?}: {text}"
+            );
+            let parsed: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("{path}: non-JSON answer {e}: {text}")))?;
+            if status >= 400 {
+                prop_assert!(parsed["error"].is_string(), "{text}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Path parameters: any text where an agent id or a token number goes.
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(0..4usize, ".{1,40}"), |(route, id)| {
+            let id: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+            let (method, path) = match route {
+                0 => (reqwest::Method::GET, format!("/api/v1/agents/{id}")),
+                1 => (
+                    reqwest::Method::DELETE,
+                    format!("/api/v1/agents/{id}?force=maybe"),
+                ),
+                2 => (reqwest::Method::POST, format!("/api/v1/agents/{id}/check")),
+                _ => (
+                    reqwest::Method::DELETE,
+                    format!("/api/v1/enrollment-tokens/{id}"),
+                ),
+            };
+            let (status, text) = rt.block_on(async {
+                let r = http
+                    .request(method.clone(), format!("{}{path}", console.url))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            });
+            prop_assert!(
+                (400..500).contains(&status),
+                "{method} {path} gave {status}: {text}"
+            );
+            let parsed: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("{path}: non-JSON error {e}: {text}")))?;
+            prop_assert!(parsed["error"]["code"].is_string(), "{text}");
             Ok(())
         })
         .unwrap();
@@ -677,24 +1108,84 @@ fn arbitrary_json_bodies_never_cause_a_server_error() {
         ..Config::default()
     });
     runner
-        .run(&("[a-z_]{1,8}", ".{0,20}"), |(key, value)| {
-            let status = rt.block_on(async {
-                http.get(format!("{}/api/v1/agents", console.url))
-                    .query(&[(key.as_str(), value.as_str())])
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            });
-            prop_assert!(status == 200 || status == 400, "?{key}={value:?} gave {status}");
-            Ok(())
-        })
+        .run(
+            &(
+                prop_oneof![
+                    Just("status".to_string()),
+                    Just("health".to_string()),
+                    Just("sort".to_string()),
+                    Just("order".to_string()),
+                    Just("limit".to_string()),
+                    Just("offset".to_string()),
+                    Just("q".to_string()),
+                    "[a-z_]{1,8}",
+                ],
+                ".{0,20}",
+            ),
+            |(key, value)| {
+                let (status, text) = rt.block_on(async {
+                    let r = http
+                        .get(format!("{}/api/v1/agents", console.url))
+                        .query(&[(key.as_str(), value.as_str())])
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status().as_u16(), r.text().await.unwrap_or_default())
+                });
+                prop_assert!(
+                    status == 200 || status == 400,
+                    "?{key}={value:?} gave {status}: {text}"
+                );
+                let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    TestCaseError::fail(format!("?{key}={value:?}: non-JSON answer {e}: {text}"))
+                })?;
+                if status == 400 {
+                    prop_assert!(parsed["error"]["code"].is_string(), "{text}");
+                }
+                Ok(())
+            },
+        )
         .unwrap();
     let (status, _) = rt.block_on(async {
-        let r = http.get(format!("{}/healthz", console.url)).send().await.unwrap();
+        let r = http
+            .get(format!("{}/healthz", console.url))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), ())
     });
     assert_eq!(status, 200, "the console is still up");
+}
+
+/// A client that sends headers and then stalls its body (slowloris) is cut off with 408 by the
+/// request timeout, instead of holding a connection and a handler forever.
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let console = Console::start(&[]);
+    let address = console.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /agent-api/v1/enroll HTTP/1.1\r\nHost: console\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"enroll",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // The bound only keeps a broken console from hanging the suite; the console's limit is 30 s.
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the console never answered the stalled request");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }

@@ -1,13 +1,17 @@
 //! Integration tests: the real `hybridsync` binary as console and agents, real SQLite, real HTTP on
 //! loopback, and real headless Chromium. One test binary (modules below) to keep link time down.
 
+mod directory_support;
 mod support;
 
 mod api;
 mod browser;
+mod device;
+mod directory;
 mod enrollment;
 mod fleet_sim;
 mod hardening;
 mod health;
 mod oidc;
 mod pages;
+mod tls;

@@ -162,7 +162,10 @@ impl Flow {
             .await;
         assert_eq!(start.status, 303, "{}", start.body);
         let authorize = start.location.expect("redirect to the provider");
-        assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
+        assert!(
+            authorize.contains("code_challenge_method=S256"),
+            "{authorize}"
+        );
         assert!(authorize.contains("nonce="), "{authorize}");
         assert!(authorize.contains("state="), "{authorize}");
         let to_form = self.get(&authorize).await;
@@ -231,7 +234,10 @@ async fn sign_in_through_the_provider_maps_groups_to_roles() {
     // a new console account, not the local account also named alice.
     let shown = who(&flow, &console).await.expect("signed in");
     assert!(shown.contains("Global Administrator"), "{shown}");
-    assert!(shown.starts_with("alice."), "a suffixed name, not the local alice: {shown}");
+    assert!(
+        shown.starts_with("alice."),
+        "a suffixed name, not the local alice: {shown}"
+    );
 
     // bob is only in "developers": a Global Reader, who reads and may not change.
     let bob = Flow::new();
@@ -240,9 +246,7 @@ async fn sign_in_through_the_provider_maps_groups_to_roles() {
     assert_eq!(bob.get(&callback).await.status, 303);
     let shown = who(&bob, &console).await.expect("bob signed in");
     assert_eq!(shown, "bob · Global Reader");
-    let download = bob
-        .get(&format!("{}/agents/download", console.url))
-        .await;
+    let download = bob.get(&format!("{}/agents/download", console.url)).await;
     let csrf = csrf_of(&download.body);
     let refused = bob
         .post(
@@ -260,7 +264,10 @@ async fn sign_in_through_the_provider_maps_groups_to_roles() {
     let log = console.drain_output().join("\n");
     assert!(log.contains("signed in through OpenID Connect"), "{log}");
     assert!(!log.contains("console-secret"), "{log}");
-    assert!(!log.contains(callback.split("code=").nth(1).unwrap_or("-")), "{log}");
+    assert!(
+        !log.contains(callback.split("code=").nth(1).unwrap_or("-")),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -278,6 +285,36 @@ async fn wrong_password_at_the_provider_signs_nobody_in() {
     let callback = flow.at_provider(&form, "alice", "alice-pw").await;
     assert_eq!(flow.get(&callback).await.status, 303);
     assert!(who(&flow, &console).await.is_some());
+
+    // Cancelling at the provider comes back as access_denied: a clear refusal, no session.
+    let cancelling = Flow::new();
+    let form = cancelling.to_provider_form(&console).await;
+    let abort = cancelling.get(&format!("{form}/abort")).await;
+    assert!((300..400).contains(&abort.status), "{}", abort.body);
+    let mut next = abort.location.unwrap();
+    while !next.contains("/auth/oidc/callback") {
+        let hop = cancelling.get(&next).await;
+        next = hop.location.expect("redirects back to the console");
+    }
+    assert!(next.contains("error=access_denied"), "{next}");
+    let refused = cancelling.get(&next).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("did not sign you in (access_denied)"));
+    assert_eq!(who(&cancelling, &console).await, None);
+
+    // A crafted error URL cannot put its own words on the console's page.
+    let crafted = cancelling
+        .get(&format!(
+            "{}/auth/oidc/callback?error=Call%200800%20now&error_description=Your%20account%20is%20locked",
+            console.url
+        ))
+        .await;
+    assert_eq!(crafted.status, 401);
+    assert!(
+        !crafted.body.contains("0800") && !crafted.body.contains("locked"),
+        "{}",
+        crafted.body
+    );
 }
 
 #[tokio::test]
@@ -304,7 +341,9 @@ async fn tampered_state_replayed_code_and_another_browser_are_refused() {
     tampered.query_pairs_mut().clear().extend_pairs(&pairs);
     let refused = flow.get(tampered.as_str()).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
-    assert!(refused.body.contains("unknown, expired or was already used"));
+    assert!(refused
+        .body
+        .contains("unknown, expired or was already used"));
     assert_eq!(who(&flow, &console).await, None);
 
     // The genuine callback signs in once; replaying it (same code, same state) is refused.
@@ -349,7 +388,10 @@ async fn local_sign_in_can_be_turned_off() {
     let (status, html) = browser.get("/login").await;
     assert_eq!(status, 200);
     assert!(html.contains("Sign in with your organization"));
-    assert!(!html.contains(r#"name="password""#), "no password form: {html}");
+    assert!(
+        !html.contains(r#"name="password""#),
+        "no password form: {html}"
+    );
     // A crafted POST is refused by the switch itself (checked before anything else).
     let (status, _, html) = browser
         .post(
@@ -388,7 +430,10 @@ async fn an_unreachable_issuer_stops_serve_with_a_clear_message() {
     );
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("cannot set up OpenID Connect sign-in"), "{err}");
+    assert!(
+        err.contains("cannot set up OpenID Connect sign-in"),
+        "{err}"
+    );
     assert!(err.contains(".well-known/openid-configuration"), "{err}");
 
     let o = run(
