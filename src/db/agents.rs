@@ -54,10 +54,6 @@ pub struct NewAgentEvent {
     pub reason: String,
 }
 
-pub async fn load_all(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
-    sqlx::query_as("SELECT * FROM agent").fetch_all(pool).await
-}
-
 pub async fn get(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result<Option<AgentRow>> {
     sqlx::query_as("SELECT * FROM agent WHERE agent_id = ?")
         .bind(agent_id)
@@ -113,35 +109,157 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
     Ok(())
 }
 
-/// Writes the live state of one agent (the columns heartbeats, polls and the sweeper change).
-/// Affects nothing when the agent was deleted meanwhile.
-pub async fn update_live_state(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
+/// Writes the live state of many agents with one statement (rows as one JSON parameter, unpacked
+/// by `json_each`). Agents deleted meanwhile are skipped by the join.
+pub async fn update_live_states(
+    conn: &mut SqliteConnection,
+    rows: &[AgentRow],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let packed: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.agent_id,
+                r.machine_name,
+                r.external_ip,
+                r.listen_addr,
+                r.version,
+                r.last_heartbeat_at,
+                r.last_contact_at,
+                r.heartbeat_interval_seconds,
+                r.uptime_seconds,
+                r.status,
+                r.status_since,
+                r.health,
+                r.health_reason,
+                r.health_since,
+                r.checks_json,
+                r.last_poll_at,
+                r.last_poll_error
+            ])
+        })
+        .collect();
+    let json = serde_json::to_string(&packed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
-        "UPDATE agent SET machine_name = ?, external_ip = ?, listen_addr = ?, version = ?, last_heartbeat_at = ?, \
-           last_contact_at = ?, heartbeat_interval_seconds = ?, uptime_seconds = ?, status = ?, status_since = ?, \
-           health = ?, health_reason = ?, health_since = ?, checks_json = ?, last_poll_at = ?, last_poll_error = ? \
-         WHERE agent_id = ?",
+        "UPDATE agent SET machine_name = v.c1, external_ip = v.c2, listen_addr = v.c3, version = v.c4, \
+           last_heartbeat_at = v.c5, last_contact_at = v.c6, heartbeat_interval_seconds = v.c7, \
+           uptime_seconds = v.c8, status = v.c9, status_since = v.c10, health = v.c11, health_reason = v.c12, \
+           health_since = v.c13, checks_json = v.c14, last_poll_at = v.c15, last_poll_error = v.c16 \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS c1, value ->> 2 AS c2, value ->> 3 AS c3, \
+                 value ->> 4 AS c4, value ->> 5 AS c5, value ->> 6 AS c6, value ->> 7 AS c7, value ->> 8 AS c8, \
+                 value ->> 9 AS c9, value ->> 10 AS c10, value ->> 11 AS c11, value ->> 12 AS c12, \
+                 value ->> 13 AS c13, value ->> 14 AS c14, value ->> 15 AS c15, value ->> 16 AS c16 \
+               FROM json_each(?)) AS v \
+         WHERE agent.agent_id = v.id",
     )
-    .bind(&row.machine_name)
-    .bind(&row.external_ip)
-    .bind(&row.listen_addr)
-    .bind(&row.version)
-    .bind(row.last_heartbeat_at)
-    .bind(row.last_contact_at)
-    .bind(row.heartbeat_interval_seconds)
-    .bind(row.uptime_seconds)
-    .bind(&row.status)
-    .bind(row.status_since)
-    .bind(&row.health)
-    .bind(&row.health_reason)
-    .bind(row.health_since)
-    .bind(&row.checks_json)
-    .bind(row.last_poll_at)
-    .bind(&row.last_poll_error)
-    .bind(&row.agent_id)
+    .bind(json)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Records many events with one statement, skipping those of agents deleted meanwhile.
+pub async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[NewAgentEvent],
+) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let packed: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::json!([e.agent_id, e.at, e.kind, e.from_value, e.to_value, e.reason]))
+        .collect();
+    let json = serde_json::to_string(&packed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO agent_event (agent_id, at, kind, from_value, to_value, reason) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+         FROM json_each(?) WHERE EXISTS (SELECT 1 FROM agent WHERE agent_id = value ->> 0)",
+    )
+    .bind(json)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every agent, read as one JSON document: decoding one large text is far cheaper than decoding
+/// a hundred thousand rows one by one, which is what keeps start-up fast at fleet scale.
+pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
+    let json: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(agent_id, hex(credential_hash), console_token_generation, \
+           machine_name, external_ip, listen_addr, version, extension, environment, registered_at, \
+           enrollment_token_id, last_heartbeat_at, last_contact_at, heartbeat_interval_seconds, uptime_seconds, \
+           status, status_since, health, health_reason, health_since, checks_json, last_poll_at, last_poll_error)) \
+         FROM agent",
+    )
+    .fetch_one(pool)
+    .await?;
+    /// One `json_array(...)` above, in column order (a tuple struct reads a JSON array).
+    #[derive(serde::Deserialize)]
+    struct Packed(
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        i64,
+        Option<i64>,
+        String,
+        i64,
+        String,
+        String,
+        i64,
+        String,
+        Option<i64>,
+        Option<String>,
+    );
+    let packed: Vec<Packed> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(packed
+        .into_iter()
+        .map(|p| AgentRow {
+            agent_id: p.0,
+            credential_hash: decode_hex(&p.1),
+            console_token_generation: p.2,
+            machine_name: p.3,
+            external_ip: p.4,
+            listen_addr: p.5,
+            version: p.6,
+            extension: p.7,
+            environment: p.8,
+            registered_at: p.9,
+            enrollment_token_id: p.10,
+            last_heartbeat_at: p.11,
+            last_contact_at: p.12,
+            heartbeat_interval_seconds: p.13,
+            uptime_seconds: p.14,
+            status: p.15,
+            status_since: p.16,
+            health: p.17,
+            health_reason: p.18,
+            health_since: p.19,
+            checks_json: p.20,
+            last_poll_at: p.21,
+            last_poll_error: p.22,
+        })
+        .collect())
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The columns a plain heartbeat changes.

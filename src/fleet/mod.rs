@@ -433,7 +433,7 @@ impl Fleet {
         key: ConsoleKey,
         config: FleetConfig,
     ) -> anyhow::Result<Self> {
-        let rows = db::agents::load_all(&db).await?;
+        let rows = db::agents::load_all_packed(&db).await?;
         let mut inner = Inner::default();
         for row in rows {
             let agent = Agent::from_row(row);
@@ -954,14 +954,15 @@ impl Fleet {
         let started = std::time::Instant::now();
         let result = async {
             let mut tx = self.db.begin().await?;
-            for row in &rows {
-                db::agents::update_live_state(&mut tx, row).await?;
+            // A bounded number of statements whatever the fleet size: rows travel as JSON.
+            for chunk in rows.chunks(5_000) {
+                db::agents::update_live_states(&mut tx, chunk).await?;
             }
             for chunk in beats.chunks(20_000) {
                 db::agents::update_heartbeats(&mut tx, chunk).await?;
             }
-            for event in &events {
-                db::agents::insert_event(&mut tx, event).await?;
+            for chunk in events.chunks(5_000) {
+                db::agents::insert_events(&mut tx, chunk).await?;
             }
             tx.commit().await
         }

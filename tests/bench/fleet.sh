@@ -22,6 +22,8 @@ echo "agents=$AGENTS heartbeat-interval=$INTERVAL run=${SECONDS_RUN}s"
 
 WRK_THREADS=${WRK_THREADS:-2}; WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 LUA=tests/bench/heartbeat.lua
+# Agents declare the default 30 s interval, so the fleet stays healthy while wrk cycles through it.
+export INTERVAL_SECONDS=${INTERVAL_SECONDS:-30}
 wrk_summary() { # requests/s and latency percentiles from wrk --latency output
   awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF} /requests in/ {n=$1}
        END {printf "requests=%s rate=%s/s p50=%s p99=%s non-2xx=%s\n", n, rps, p50, p99, (bad==""?0:bad)}' "$1"
