@@ -120,14 +120,18 @@ async fn administrator_signs_in_and_sees_agents_refresh_live() {
         live.start("1s");
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         loop {
-            let row = c
-                .find(Locator::Css(&format!(
-                    "tr[data-agent-id='{}']",
-                    live.agent_id()
-                )))
-                .await?
-                .text()
-                .await?;
+            let selector = format!("tr[data-agent-id='{}']", live.agent_id());
+            // htmx may swap the table between finding the row and reading it: a stale element
+            // just means "read again".
+            let row = match c.find(Locator::Css(&selector)).await?.text().await {
+                Ok(text) => text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    String::new()
+                }
+                Err(e) => return Err(e),
+            };
             if row.contains("healthy") && !row.contains("unhealthy") {
                 break;
             }
