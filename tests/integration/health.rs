@@ -253,3 +253,47 @@ async fn agent_endpoints_refuse_unknown_credentials_and_bad_json() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+#[tokio::test]
+async fn an_agent_keeps_running_while_the_console_is_down_and_comes_back_by_itself() {
+    let console = Console::start(&[]);
+    let address = console.url.trim_start_matches("http://").to_string();
+    let api = Api::new(&console, ADMIN);
+    let mut agent = Agent::install(&console, &console.enrollment_token(1), "retry01");
+    agent.start("1s");
+    let id = agent.agent_id();
+    wait_health(&api, &id, "healthy").await;
+
+    // The console goes away for a few seconds; the agent process must survive it.
+    let (status, dir) = console.stop();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still_running = agent.child.as_mut().unwrap().try_wait().unwrap();
+    assert!(
+        still_running.is_none(),
+        "the agent exited while the console was down: {still_running:?}"
+    );
+
+    // Back on the same address: the agent's retries (backoff with jitter) reach it again.
+    let console = Console::start_in(dir, &["--listen", &address]);
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        ..api
+    };
+    let restarted_at = time::OffsetDateTime::now_utc();
+    let heartbeat_after_restart = |a: &serde_json::Value| {
+        a["last_heartbeat_at"]
+            .as_str()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .is_some_and(|t| t >= restarted_at)
+    };
+    wait_for(
+        "a heartbeat after the restart",
+        Duration::from_secs(30),
+        || async { api.agent(&id).await.filter(heartbeat_after_restart) },
+    )
+    .await;
+    wait_health(&api, &id, "healthy").await;
+}
