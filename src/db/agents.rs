@@ -30,6 +30,7 @@ pub struct AgentRow {
     pub checks_json: String,
     pub last_poll_at: Option<i64>,
     pub last_poll_error: Option<String>,
+    pub domains_json: String,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -67,8 +68,8 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
         "INSERT INTO agent (agent_id, credential_hash, console_token_generation, machine_name, external_ip, \
            listen_addr, version, extension, environment, registered_at, enrollment_token_id, last_heartbeat_at, \
            last_contact_at, heartbeat_interval_seconds, uptime_seconds, status, status_since, health, \
-           health_reason, health_since, checks_json, last_poll_at, last_poll_error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+           health_reason, health_since, checks_json, last_poll_at, last_poll_error, domains_json) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (agent_id) DO UPDATE SET credential_hash = excluded.credential_hash, \
            console_token_generation = excluded.console_token_generation, machine_name = excluded.machine_name, \
            external_ip = excluded.external_ip, listen_addr = excluded.listen_addr, version = excluded.version, \
@@ -79,7 +80,7 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
            uptime_seconds = excluded.uptime_seconds, status = excluded.status, status_since = excluded.status_since, \
            health = excluded.health, health_reason = excluded.health_reason, health_since = excluded.health_since, \
            checks_json = excluded.checks_json, last_poll_at = excluded.last_poll_at, \
-           last_poll_error = excluded.last_poll_error",
+           last_poll_error = excluded.last_poll_error, domains_json = excluded.domains_json",
     )
     .bind(&row.agent_id)
     .bind(&row.credential_hash)
@@ -104,6 +105,7 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
     .bind(&row.checks_json)
     .bind(row.last_poll_at)
     .bind(&row.last_poll_error)
+    .bind(&row.domains_json)
     .execute(conn)
     .await?;
     Ok(())
@@ -138,7 +140,8 @@ pub async fn update_live_states(
                 r.health_since,
                 r.checks_json,
                 r.last_poll_at,
-                r.last_poll_error
+                r.last_poll_error,
+                r.domains_json
             ])
         })
         .collect();
@@ -147,11 +150,11 @@ pub async fn update_live_states(
         "UPDATE agent SET machine_name = v.c1, external_ip = v.c2, listen_addr = v.c3, version = v.c4, \
            last_heartbeat_at = v.c5, last_contact_at = v.c6, heartbeat_interval_seconds = v.c7, \
            uptime_seconds = v.c8, status = v.c9, status_since = v.c10, health = v.c11, health_reason = v.c12, \
-           health_since = v.c13, checks_json = v.c14, last_poll_at = v.c15, last_poll_error = v.c16 \
+           health_since = v.c13, checks_json = v.c14, last_poll_at = v.c15, last_poll_error = v.c16, domains_json = v.c17 \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS c1, value ->> 2 AS c2, value ->> 3 AS c3, \
                  value ->> 4 AS c4, value ->> 5 AS c5, value ->> 6 AS c6, value ->> 7 AS c7, value ->> 8 AS c8, \
                  value ->> 9 AS c9, value ->> 10 AS c10, value ->> 11 AS c11, value ->> 12 AS c12, \
-                 value ->> 13 AS c13, value ->> 14 AS c14, value ->> 15 AS c15, value ->> 16 AS c16 \
+                 value ->> 13 AS c13, value ->> 14 AS c14, value ->> 15 AS c15, value ->> 16 AS c16, value ->> 17 AS c17 \
                FROM json_each(?)) AS v \
          WHERE agent.agent_id = v.id",
     )
@@ -192,7 +195,8 @@ pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
         "SELECT json_group_array(json_array(agent_id, hex(credential_hash), console_token_generation, \
            machine_name, external_ip, listen_addr, version, extension, environment, registered_at, \
            enrollment_token_id, last_heartbeat_at, last_contact_at, heartbeat_interval_seconds, uptime_seconds, \
-           status, status_since, health, health_reason, health_since, checks_json, last_poll_at, last_poll_error)) \
+           status, status_since, health, health_reason, health_since, checks_json, last_poll_at, last_poll_error, \
+           domains_json)) \
          FROM agent",
     )
     .fetch_one(pool)
@@ -223,6 +227,7 @@ pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
         String,
         Option<i64>,
         Option<String>,
+        String,
     );
     let packed: Vec<Packed> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -252,6 +257,7 @@ pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
             checks_json: p.20,
             last_poll_at: p.21,
             last_poll_error: p.22,
+            domains_json: p.23,
         })
         .collect())
 }

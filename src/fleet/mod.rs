@@ -138,7 +138,7 @@ impl Agent {
             health_since: row.health_since,
             last_poll_at: row.last_poll_at,
             last_poll_error: row.last_poll_error,
-            domains: Vec::new(),
+            domains: serde_json::from_str(&row.domains_json).unwrap_or_default(),
         }
     }
 
@@ -167,6 +167,7 @@ impl Agent {
             checks_json: serde_json::to_string(&self.checks).unwrap_or_else(|_| "[]".into()),
             last_poll_at: self.last_poll_at,
             last_poll_error: self.last_poll_error.clone(),
+            domains_json: serde_json::to_string(&self.domains).unwrap_or_else(|_| "[]".into()),
         }
     }
 
@@ -687,7 +688,9 @@ impl Fleet {
             .take(MAX_DOMAINS)
             .map(|d| truncate(d, 255))
             .collect();
-        Some(agent.domains.clone())
+        let domains = agent.domains.clone();
+        inner.dirty.insert(agent_id.to_string());
+        Some(domains)
     }
 
     pub fn whoami(&self, agent_id: &str) -> Option<WhoAmI> {

@@ -297,3 +297,43 @@ async fn an_agent_keeps_running_while_the_console_is_down_and_comes_back_by_itse
     .await;
     wait_health(&api, &id, "healthy").await;
 }
+
+#[tokio::test]
+async fn an_agents_domains_are_kept_across_a_console_restart() {
+    let console = Console::start(&[]);
+    let api = Api::new(&console, ADMIN);
+    let agent = Agent::install(&console, &console.enrollment_token(1), "dom01");
+    let id = agent.agent_id();
+    let credential: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.dir.path().join("credential.json")).unwrap(),
+    )
+    .unwrap();
+    let report = serde_json::json!({"domains": [{
+        "domain": "corp.example.test", "dialect": "openldap", "base_dn": "dc=corp,dc=example,dc=test",
+        "ldap_url": "ldap://127.0.0.1:3890", "service_account": "provAgentSvc"
+    }]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/agent-api/v1/domains", console.url))
+        .bearer_auth(credential["agent_credential"].as_str().unwrap())
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        api.agent(&id).await.unwrap()["domains"],
+        serde_json::json!(["corp.example.test"])
+    );
+
+    let (_, dir) = console.stop();
+    let console = Console::start_in(dir, &[]);
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        ..api
+    };
+    assert_eq!(
+        api.agent(&id).await.unwrap()["domains"],
+        serde_json::json!(["corp.example.test"]),
+        "domains must survive a restart of the console"
+    );
+}
