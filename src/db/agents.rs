@@ -111,6 +111,11 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
     Ok(())
 }
 
+/// Many rows as the one JSON text parameter that the batch statements unpack with `json_each`.
+fn json_param<T: serde::Serialize>(rows: &T) -> sqlx::Result<String> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// Writes the live state of many agents with one statement (rows as one JSON parameter, unpacked
 /// by `json_each`). Agents deleted meanwhile are skipped by the join.
 pub async fn update_live_states(
@@ -145,7 +150,7 @@ pub async fn update_live_states(
             ])
         })
         .collect();
-    let json = serde_json::to_string(&packed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = json_param(&packed)?;
     sqlx::query(
         "UPDATE agent SET machine_name = v.c1, external_ip = v.c2, listen_addr = v.c3, version = v.c4, \
            last_heartbeat_at = v.c5, last_contact_at = v.c6, heartbeat_interval_seconds = v.c7, \
@@ -176,7 +181,7 @@ pub async fn insert_events(
         .iter()
         .map(|e| serde_json::json!([e.agent_id, e.at, e.kind, e.from_value, e.to_value, e.reason]))
         .collect();
-    let json = serde_json::to_string(&packed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = json_param(&packed)?;
     sqlx::query(
         "INSERT INTO agent_event (agent_id, at, kind, from_value, to_value, reason) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
@@ -298,7 +303,7 @@ pub async fn update_heartbeats(
             )
         })
         .collect();
-    let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = json_param(&rows)?;
     sqlx::query(
         "UPDATE agent SET last_heartbeat_at = v.hb, last_contact_at = v.contact, uptime_seconds = v.uptime \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS hb, value ->> 2 AS contact, value ->> 3 AS uptime \
