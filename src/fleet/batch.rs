@@ -197,6 +197,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "enrollment_token_used_up");
         assert_eq!(fleet.list(&by_name, 10, 0).1, 4);
+        // A transition while the name index is fresh shows in health-filtered pages at once.
+        let healthy = AgentFilter {
+            health: Some(crate::fleet::health::Health::Healthy),
+            ..by_name.clone()
+        };
+        assert_eq!(names(&fleet.list(&healthy, 10, 0).0), vec!["0-first"]);
+        let a = &enrolled.agents[1].agent_id; // "A"
+        let beat = Heartbeat {
+            version: "1".into(),
+            machine_name: "A".into(),
+            uptime_seconds: 1,
+            heartbeat_interval_seconds: 30,
+            listen_addr: None,
+            checks: vec![],
+            domains: vec![],
+        };
+        fleet.heartbeat(a, beat, "127.0.0.1".into()).unwrap();
+        assert_eq!(names(&fleet.list(&healthy, 10, 0).0), vec!["0-first", "A"]);
         let by_health = AgentFilter {
             sort: SortKey::Health,
             ..by_name

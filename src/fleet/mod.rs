@@ -70,6 +70,8 @@ pub struct Agent {
     pub last_poll_error: Option<String>,
     /// Domains the agent serves; filled by directory sync.
     pub domains: Vec<String>,
+    /// This agent's place in the name-ordered index (valid while the index is fresh).
+    name_pos: usize,
 }
 
 impl Agent {
@@ -110,6 +112,7 @@ impl Agent {
             last_poll_at: None,
             last_poll_error: None,
             domains: Vec::new(),
+            name_pos: usize::MAX,
         }
     }
 
@@ -139,6 +142,7 @@ impl Agent {
             last_poll_at: row.last_poll_at,
             last_poll_error: row.last_poll_error,
             domains: serde_json::from_str(&row.domains_json).unwrap_or_default(),
+            name_pos: usize::MAX,
         }
     }
 
@@ -332,6 +336,26 @@ pub struct FleetCounts {
     pub by_version: std::collections::BTreeMap<String, usize>,
 }
 
+/// One agent in the name-ordered index: what the Agents page filters on, kept contiguous so a page
+/// at fleet scale is one sequential scan; only the agents shown are then looked up.
+struct NameEntry {
+    id: String,
+    status: Status,
+    health: Health,
+    status_since: i64,
+}
+
+impl NameEntry {
+    fn of(agent: &Agent) -> Self {
+        NameEntry {
+            id: agent.id.clone(),
+            status: agent.status,
+            health: agent.health,
+            status_since: agent.status_since,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     agents: HashMap<String, Agent>,
@@ -343,7 +367,7 @@ struct Inner {
     events: Vec<NewAgentEvent>,
     /// Agent ids sorted by (lower-case machine name, id): the Agents page's default order, kept so
     /// a page at 100,000 agents is a filtered walk instead of a sort. Rebuilt lazily when stale.
-    by_name: Vec<String>,
+    by_name: Vec<NameEntry>,
     by_name_fresh: bool,
 }
 
@@ -354,16 +378,30 @@ impl Inner {
             agents,
             dirty,
             events,
+            by_name,
+            by_name_fresh,
             ..
         } = self;
         if let Some(agent) = agents.get_mut(id) {
-            reevaluate(agent, dirty, events, t, now, contact_reason);
+            if reevaluate(agent, dirty, events, t, now, contact_reason) && *by_name_fresh {
+                update_name_entry(by_name, agent);
+            }
         }
+    }
+}
+
+/// Mirrors a status or health change into the name-ordered index.
+fn update_name_entry(by_name: &mut [NameEntry], agent: &Agent) {
+    if let Some(entry) = by_name.get_mut(agent.name_pos).filter(|e| e.id == agent.id) {
+        entry.status = agent.status;
+        entry.health = agent.health;
+        entry.status_since = agent.status_since;
     }
 }
 
 /// Re-evaluates `agent`; on any change marks it dirty, and queues an event per transition.
 /// Allocates nothing when nothing changed: the sweeper runs this for every agent every second.
+/// Returns whether the status or the health changed.
 fn reevaluate(
     agent: &mut Agent,
     dirty: &mut HashSet<String>,
@@ -371,11 +409,13 @@ fn reevaluate(
     t: &Thresholds,
     now: i64,
     contact_reason: Option<&str>,
-) {
+) -> bool {
     let status = health::evaluate_status(&agent.observed(), t, now);
     let (health, reason) = health::evaluate_health(&agent.observed(), t, now);
+    let status_changed = status != agent.status;
+    let health_changed = health != agent.health;
     let mut changed = false;
-    if status != agent.status {
+    if status_changed {
         let why = match status {
             Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
             Status::Inactive => format!(
@@ -395,7 +435,7 @@ fn reevaluate(
         agent.status_since = now;
         changed = true;
     }
-    if health != agent.health {
+    if health_changed {
         events.push(NewAgentEvent {
             agent_id: agent.id.clone(),
             at: now,
@@ -412,9 +452,11 @@ fn reevaluate(
         agent.health_reason = reason.into_owned();
         changed = true;
     }
+    let transition = status_changed || health_changed;
     if changed && !dirty.contains(&agent.id) {
         dirty.insert(agent.id.clone());
     }
+    transition
 }
 
 /// The live fleet. Cheap to share: hold it in an `Arc`.
@@ -715,14 +757,26 @@ impl Fleet {
             return;
         }
         let mut inner = self.write();
-        let mut ids: Vec<(String, String)> = inner
+        let mut keys: Vec<(String, String)> = inner
             .agents
             .values()
             .map(|a| (a.machine_name.to_lowercase(), a.id.clone()))
             .collect();
-        ids.sort_unstable();
-        inner.by_name = ids.into_iter().map(|(_, id)| id).collect();
-        inner.by_name_fresh = true;
+        keys.sort_unstable();
+        let Inner {
+            agents,
+            by_name,
+            by_name_fresh,
+            ..
+        } = &mut *inner;
+        by_name.clear();
+        for (pos, (_, id)) in keys.into_iter().enumerate() {
+            if let Some(agent) = agents.get_mut(&id) {
+                agent.name_pos = pos;
+                by_name.push(NameEntry::of(agent));
+            }
+        }
+        *by_name_fresh = true;
     }
 
     /// One page of agents matching `filter`, and how many match in all.
@@ -748,22 +802,29 @@ impl Fleet {
                         || a.id.starts_with(n)
                 })
         };
-        if filter.sort == SortKey::MachineName {
+        if filter.sort == SortKey::MachineName && needle.is_none() {
             self.refresh_name_order();
             let inner = self.read();
-            let ordered: Box<dyn Iterator<Item = &String>> = if filter.descending {
+            // Filter on the compact index; look up only the agents on the page.
+            let keep = |e: &&NameEntry| {
+                (match filter.status {
+                    Some(StatusFilter::All) => true,
+                    Some(StatusFilter::Only(s)) => e.status == s,
+                    None => e.status == Status::Active || now - e.status_since <= hide_ms,
+                }) && filter.health.is_none_or(|h| e.health == h)
+            };
+            let ordered: Box<dyn Iterator<Item = &NameEntry>> = if filter.descending {
                 Box::new(inner.by_name.iter().rev())
             } else {
                 Box::new(inner.by_name.iter())
             };
             let mut total = 0;
             let mut page = Vec::with_capacity(limit.min(500));
-            for agent in ordered
-                .filter_map(|id| inner.agents.get(id))
-                .filter(|a| matches(a))
-            {
+            for entry in ordered.filter(keep) {
                 if total >= offset && page.len() < limit {
-                    page.push(agent.clone());
+                    if let Some(agent) = inner.agents.get(&entry.id) {
+                        page.push(agent.clone());
+                    }
                 }
                 total += 1;
             }
@@ -776,12 +837,12 @@ impl Fleet {
         let mut matching: Vec<&Agent> = inner
             .by_name
             .iter()
-            .filter_map(|id| inner.agents.get(id))
+            .filter_map(|e| inner.agents.get(&e.id))
             .filter(|a| matches(a))
             .collect();
         let total = matching.len();
         match filter.sort {
-            SortKey::MachineName => {}
+            SortKey::MachineName => {} // already in name order (a search took this path)
             SortKey::LastHeartbeat => matching.sort_by_key(|a| a.last_heartbeat_at),
             SortKey::Health => matching.sort_by_key(|a| std::cmp::Reverse(a.health)),
             SortKey::Status => matching.sort_by_key(|a| a.status.as_str()),
@@ -916,10 +977,16 @@ impl Fleet {
             agents,
             dirty,
             events,
+            by_name,
+            by_name_fresh,
             ..
         } = &mut *inner;
         for agent in agents.values_mut() {
-            reevaluate(agent, dirty, events, &self.config.thresholds, now, None);
+            if reevaluate(agent, dirty, events, &self.config.thresholds, now, None)
+                && *by_name_fresh
+            {
+                update_name_entry(by_name, agent);
+            }
         }
     }
 
