@@ -96,6 +96,7 @@ impl Fleet {
             inner
                 .by_credential
                 .insert(agent.credential_hash.clone(), agent.id.clone());
+            inner.count_version(&agent.version, 1);
             inner.agents.insert(agent.id.clone(), agent);
         }
         inner.by_name_fresh = false;
@@ -215,6 +216,17 @@ mod tests {
         };
         fleet.heartbeat(a, beat, "127.0.0.1".into()).unwrap();
         assert_eq!(names(&fleet.list(&healthy, 10, 0).0), vec!["0-first", "A"]);
+        let summary = fleet.summary();
+        assert_eq!(
+            (summary.total, summary.healthy, summary.degraded),
+            (4, 2, 2)
+        );
+        assert_eq!(summary.versions, vec![("1".to_string(), 4)]);
+        let attention = fleet.needing_attention(10);
+        let mut waiting = names(&attention);
+        waiting.sort_unstable();
+        assert_eq!(waiting, vec!["B2", "b"]);
+        assert_eq!(fleet.needing_attention(1).len(), 1);
         let by_health = AgentFilter {
             sort: SortKey::Health,
             ..by_name

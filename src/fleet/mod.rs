@@ -343,6 +343,7 @@ struct NameEntry {
     status: Status,
     health: Health,
     status_since: i64,
+    health_since: i64,
 }
 
 impl NameEntry {
@@ -352,6 +353,7 @@ impl NameEntry {
             status: agent.status,
             health: agent.health,
             status_since: agent.status_since,
+            health_since: agent.health_since,
         }
     }
 }
@@ -369,9 +371,16 @@ struct Inner {
     /// a page at 100,000 agents is a filtered walk instead of a sort. Rebuilt lazily when stale.
     by_name: Vec<NameEntry>,
     by_name_fresh: bool,
+    /// Agents per reported version, kept as versions change (for Home and `/metrics`).
+    versions: HashMap<String, usize>,
 }
 
 impl Inner {
+    fn count_version(&mut self, version: &str, delta: isize) {
+        let n = self.versions.entry(version.to_string()).or_default();
+        *n = n.saturating_add_signed(delta);
+    }
+
     /// Re-evaluates one agent and queues an event for each transition.
     fn reevaluate(&mut self, id: &str, t: &Thresholds, now: i64, contact_reason: Option<&str>) {
         let Inner {
@@ -396,6 +405,7 @@ fn update_name_entry(by_name: &mut [NameEntry], agent: &Agent) {
         entry.status = agent.status;
         entry.health = agent.health;
         entry.status_since = agent.status_since;
+        entry.health_since = agent.health_since;
     }
 }
 
@@ -483,6 +493,7 @@ impl Fleet {
             inner
                 .by_credential
                 .insert(agent.credential_hash.clone(), agent.id.clone());
+            inner.count_version(&agent.version, 1);
             inner.agents.insert(agent.id.clone(), agent);
         }
         let http = reqwest::Client::builder()
@@ -629,9 +640,11 @@ impl Fleet {
         };
         let mut inner = self.write();
         if let Some(old) = inner.agents.get(&agent.id) {
-            let old_hash = old.credential_hash.clone();
+            let (old_hash, old_version) = (old.credential_hash.clone(), old.version.clone());
             inner.by_credential.remove(&old_hash);
+            inner.count_version(&old_version, -1);
         }
+        inner.count_version(&agent.version, 1);
         inner
             .by_credential
             .insert(agent.credential_hash.clone(), agent.id.clone());
@@ -686,6 +699,7 @@ impl Fleet {
             || agent.external_ip != external_ip
             || agent.heartbeat_interval_seconds != interval
             || agent.last_heartbeat_at.is_none();
+        let upgraded = (agent.version != version).then(|| agent.version.clone());
         if changed {
             agent.version = version;
             agent.machine_name = name;
@@ -705,6 +719,11 @@ impl Fleet {
         }
         if renamed {
             inner.by_name_fresh = false;
+        }
+        if let Some(old) = upgraded {
+            let new = inner.agents.get(agent_id).map(|a| a.version.clone())?;
+            inner.count_version(&old, -1);
+            inner.count_version(&new, 1);
         }
         inner.reevaluate(
             agent_id,
@@ -861,27 +880,28 @@ impl Fleet {
     }
 
     pub fn summary(&self) -> FleetSummary {
+        self.refresh_name_order();
         let inner = self.read();
         let mut s = FleetSummary {
-            total: inner.agents.len(),
+            total: inner.by_name.len(),
             ..Default::default()
         };
-        let mut versions: HashMap<&str, usize> = HashMap::new();
-        for a in inner.agents.values() {
-            match a.status {
+        for e in &inner.by_name {
+            match e.status {
                 Status::Active => s.active += 1,
                 Status::Inactive => s.inactive += 1,
             }
-            match a.health {
+            match e.health {
                 Health::Healthy => s.healthy += 1,
                 Health::Degraded => s.degraded += 1,
                 Health::Unhealthy => s.unhealthy += 1,
             }
-            *versions.entry(a.version.as_str()).or_default() += 1;
         }
-        s.versions = versions
-            .into_iter()
-            .map(|(v, n)| (v.to_string(), n))
+        s.versions = inner
+            .versions
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(v, n)| (v.clone(), *n))
             .collect();
         s.versions
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -904,20 +924,24 @@ impl Fleet {
 
     /// Agents that need attention: active and not healthy, worst first, then longest-standing.
     pub fn needing_attention(&self, limit: usize) -> Vec<Agent> {
+        self.refresh_name_order();
         let inner = self.read();
-        let mut list: Vec<&Agent> = inner
-            .agents
-            .values()
-            .filter(|a| a.status == Status::Active && a.health != Health::Healthy)
+        let mut list: Vec<&NameEntry> = inner
+            .by_name
+            .iter()
+            .filter(|e| e.status == Status::Active && e.health != Health::Healthy)
             .collect();
-        let key = |a: &&Agent| (std::cmp::Reverse(a.health), a.health_since);
+        let key = |e: &&NameEntry| (std::cmp::Reverse(e.health), e.health_since);
         // Only the first `limit` need ordering: select them, then sort just those.
         if list.len() > limit && limit > 0 {
             list.select_nth_unstable_by_key(limit - 1, key);
             list.truncate(limit);
         }
         list.sort_by_key(key);
-        list.into_iter().take(limit).cloned().collect()
+        list.into_iter()
+            .take(limit)
+            .filter_map(|e| inner.agents.get(&e.id).cloned())
+            .collect()
     }
 
     /// Deletes an agent: its record, credential and timeline. Active agents only with `force`.
@@ -963,6 +987,7 @@ impl Fleet {
         inner.by_name_fresh = false;
         if let Some(removed) = inner.agents.remove(agent_id) {
             inner.by_credential.remove(&removed.credential_hash);
+            inner.count_version(&removed.version, -1);
         }
         inner.dirty.remove(agent_id);
         inner.beating.remove(agent_id);
@@ -971,22 +996,36 @@ impl Fleet {
 
     /// Re-evaluates every agent against the clock (heartbeats that stopped, agents gone quiet).
     pub fn sweep(&self) {
+        /// Agents evaluated per hold of the lock, so heartbeats and pages wait at most one chunk.
+        const CHUNK: usize = 4096;
         let now = db::now_ms();
-        let mut inner = self.write();
-        let Inner {
-            agents,
-            dirty,
-            events,
-            by_name,
-            by_name_fresh,
-            ..
-        } = &mut *inner;
-        for agent in agents.values_mut() {
-            if reevaluate(agent, dirty, events, &self.config.thresholds, now, None)
-                && *by_name_fresh
-            {
-                update_name_entry(by_name, agent);
+        let mut start = 0;
+        loop {
+            self.refresh_name_order();
+            let mut inner = self.write();
+            let Inner {
+                agents,
+                dirty,
+                events,
+                by_name,
+                ..
+            } = &mut *inner;
+            let end = (start + CHUNK).min(by_name.len());
+            for entry in &mut by_name[start..end] {
+                let Some(agent) = agents.get_mut(&entry.id) else {
+                    continue;
+                };
+                if reevaluate(agent, dirty, events, &self.config.thresholds, now, None) {
+                    entry.status = agent.status;
+                    entry.health = agent.health;
+                    entry.status_since = agent.status_since;
+                    entry.health_since = agent.health_since;
+                }
             }
+            if end >= by_name.len() {
+                return;
+            }
+            start = end;
         }
     }
 
