@@ -21,6 +21,14 @@ impl EnrollmentTokenRow {
     pub fn uses_left(&self) -> i64 {
         (self.max_uses - self.uses).max(0)
     }
+    /// Who the audit log names for what an enrollment with this token did: its creator answers for it.
+    pub fn actor(&self) -> String {
+        format!(
+            "enrollment token #{} (created by {})",
+            self.enrollment_token_id, self.created_by
+        )
+    }
+
     pub fn state(&self, now: i64) -> &'static str {
         if self.revoked_at.is_some() {
             "revoked"

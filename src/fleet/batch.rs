@@ -73,10 +73,7 @@ impl Fleet {
             agents.push(agent);
         }
         // One audit entry for the batch: the token's creator is accountable for all of it.
-        let actor = format!(
-            "enrollment token #{} (created by {})",
-            token.enrollment_token_id, token.created_by
-        );
+        let actor = token.actor();
         db::audit::insert(
             &mut tx,
             &NewAuditEntry {

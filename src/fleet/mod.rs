@@ -347,6 +347,14 @@ struct NameEntry {
 }
 
 impl NameEntry {
+    /// Takes over the agent's status and health after a transition.
+    fn copy_state(&mut self, agent: &Agent) {
+        self.status = agent.status;
+        self.health = agent.health;
+        self.status_since = agent.status_since;
+        self.health_since = agent.health_since;
+    }
+
     fn of(agent: &Agent) -> Self {
         NameEntry {
             id: agent.id.clone(),
@@ -402,10 +410,7 @@ impl Inner {
 /// Mirrors a status or health change into the name-ordered index.
 fn update_name_entry(by_name: &mut [NameEntry], agent: &Agent) {
     if let Some(entry) = by_name.get_mut(agent.name_pos).filter(|e| e.id == agent.id) {
-        entry.status = agent.status;
-        entry.health = agent.health;
-        entry.status_since = agent.status_since;
-        entry.health_since = agent.health_since;
+        entry.copy_state(agent);
     }
 }
 
@@ -610,10 +615,7 @@ impl Fleet {
             ),
         };
         db::agents::insert_event(&mut tx, &event).await?;
-        let actor = format!(
-            "enrollment token #{} (created by {})",
-            token.enrollment_token_id, token.created_by
-        );
+        let actor = token.actor();
         db::audit::insert(
             &mut tx,
             &NewAuditEntry {
@@ -1016,10 +1018,7 @@ impl Fleet {
                     continue;
                 };
                 if reevaluate(agent, dirty, events, &self.config.thresholds, now, None) {
-                    entry.status = agent.status;
-                    entry.health = agent.health;
-                    entry.status_since = agent.status_since;
-                    entry.health_since = agent.health_since;
+                    entry.copy_state(agent);
                 }
             }
             if end >= by_name.len() {
