@@ -30,6 +30,10 @@ pub enum Command {
     /// Install, run and inspect a provisioning agent.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Password writeback through cloud sync, via the console's API (the counterpart of
+    /// Set-AADCloudSyncPasswordWritebackConfiguration).
+    #[command(subcommand)]
+    Writeback(WritebackCommand),
     /// Simulate many agents from one process (benchmarks, demos, tests).
     Simulate(crate::simulate::SimulateArgs),
     /// Serve the minimal axum JSON handler that benchmarks compare the console against.
@@ -295,6 +299,10 @@ pub struct AgentRunArgs {
     pub data_dir: PathBuf,
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// After the product's enforceFIPSPolicy: when true, password hashes stored with MD5-based
+    /// schemes ({MD5}, {SMD5}) are not synced, and the provisioning log says why.
+    #[arg(long, default_value = "false", action = clap::ArgAction::Set)]
+    pub enforce_fips_policy: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -348,4 +356,37 @@ pub struct IdentityArgs {
     /// The least time between an agent's polls for its device code's approval.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub device_poll_interval: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WritebackCommand {
+    /// Show Password reset > On-premises integration: the three options and the state.
+    Get(WritebackClientArgs),
+    /// Turn password writeback with cloud sync on or off (and, optionally, self-service unlock).
+    Set(WritebackSetArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WritebackClientArgs {
+    /// The console's URL, e.g. https://console.corp.example.test
+    #[arg(long, env = "HYBRIDSYNC_CONSOLE")]
+    pub console: String,
+    /// Read the API token from standard input (else from HYBRIDSYNC_API_TOKEN).
+    #[arg(long)]
+    pub api_token_stdin: bool,
+    /// PEM CA the console's certificate chains to (a private CA).
+    #[arg(long)]
+    pub console_ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WritebackSetArgs {
+    #[command(flatten)]
+    pub client: WritebackClientArgs,
+    /// "Enable password write back for synced users" and "Write back passwords with cloud sync".
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub enable: bool,
+    /// "Allow users to unlock accounts without resetting their password" (unchanged if absent).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub allow_unlock_without_reset: Option<bool>,
 }

@@ -19,7 +19,9 @@ pub mod fleet;
 pub mod protocol;
 pub mod simulate;
 pub mod state;
+pub mod sync;
 pub mod web;
+pub mod writeback;
 
 pub use state::AppState;
 

@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => hybridsync::console::serve(args).await,
         Command::Admin(cmd) => hybridsync::console::admin(cmd).await,
         Command::Simulate(args) => hybridsync::simulate::run(args).await,
+        Command::Writeback(command) => hybridsync::writeback::cli::run(command).await,
         Command::BenchBaseline { listen } => hybridsync::simulate::baseline(listen).await,
         Command::Agent(AgentCommand::Install(args)) => hybridsync::agent::install(args).await,
         Command::Agent(AgentCommand::Run(args)) => hybridsync::agent::run(args).await,

@@ -2,8 +2,9 @@
 //!
 //! It enrolls N agents through the batch enrollment endpoint, then sends each agent's heartbeat once
 //! per interval, spread evenly over the interval, from a bounded number of workers sharing one
-//! connection pool. One HTTP listener answers the console's health polls for every simulated agent
-//! (the console token tells which agent is asked). Some agents can fail a check (`--failing`) or
+//! connection pool. One HTTPS listener answers the console's health polls for every simulated agent
+//! (the console token tells which agent is asked); all agents share one self-signed certificate,
+//! pinned for each at enrollment, as a real agent's is. Some agents can fail a check (`--failing`) or
 //! flap (`--flapping`: silent and unreachable for 4 intervals, then back for 4).
 //!
 //! `hybridsync bench-baseline` is the reference it is measured against: a minimal axum JSON handler.
@@ -39,7 +40,7 @@ pub struct SimulateArgs {
     pub agents: usize,
     #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     pub heartbeat_interval: Duration,
-    /// Where the simulated agents' health endpoint listens.
+    /// Where the simulated agents' health endpoint listens (HTTPS).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Agents (the first ones) that report a failing check.
@@ -149,6 +150,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .collect();
 
     // Listener first: the console may poll as soon as the first heartbeat names the address.
+    let tls = crate::console::tls::SelfSigned::generate("simulated-agent.hybridsync.invalid")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -167,7 +169,14 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>();
         (agents, HashMap::new())
     } else {
-        enroll_all(&http, &console, &args.enrollment_token, names).await?
+        enroll_all(
+            &http,
+            &console,
+            &args.enrollment_token,
+            &tls.sha256_hex(),
+            names,
+        )
+        .await?
     };
     println!(
         "enrolled {} agents in {:.1?}; health endpoint on {listen_addr}",
@@ -192,6 +201,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let app = Router::new()
         .route(&format!("{AGENT_API}/health"), get(health))
         .with_state(shared.clone());
+    let listener = crate::console::tls::TlsListener::new(listener, tls.server_config()?)?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let agents = Arc::new(agents);
@@ -290,6 +300,7 @@ async fn enroll_all(
     http: &reqwest::Client,
     console: &str,
     token: &str,
+    tls_cert_sha256: &str,
     names: Vec<String>,
 ) -> anyhow::Result<(Vec<SimAgent>, HashMap<Vec<u8>, usize>)> {
     if token.is_empty() {
@@ -304,6 +315,7 @@ async fn enroll_all(
             extension: Extension::CloudSync,
             environment: Environment::Public,
             version: VERSION.into(),
+            tls_cert_sha256: Some(tls_cert_sha256.to_string()),
         };
         let response = http
             .post(format!("{console}{CONSOLE_AGENT_API}/enroll-batch"))

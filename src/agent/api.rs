@@ -1,5 +1,6 @@
 //! The agent's HTTP API, called by the console: `GET /v1/health`, authenticated with the
-//! console token.
+//! console token. `agent run` serves it over TLS only, with the self-signed certificate the console
+//! pinned at enrollment (`tls.cert.pem`), so the token only ever goes to this agent.
 //!
 //! Every answer, errors included, is JSON in the protocol's shapes, so the console parses one
 //! format.
@@ -11,7 +12,7 @@ use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,11 +24,26 @@ pub(crate) struct ApiState {
     pub console_token_sha256: String,
     pub started: Instant,
     pub checks: Arc<SelfChecks>,
+    pub sync: Arc<super::sync::SyncShared>,
 }
 
 pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route(&format!("{AGENT_API}/health"), get(health))
+        .route(&format!("{AGENT_API}/sync/read"), post(sync_read))
+        .route(&format!("{AGENT_API}/sync/wake"), post(sync_wake))
+        .route(
+            &format!("{AGENT_API}/writeback/password"),
+            post(writeback_password),
+        )
+        .route(
+            &format!("{AGENT_API}/writeback/unlock"),
+            post(writeback_unlock),
+        )
+        .route(
+            &format!("{AGENT_API}/writeback/verify"),
+            post(writeback_verify),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(Arc::new(state))
@@ -84,6 +100,145 @@ fn error_body(code: &str, message: &str) -> Json<ErrorBody> {
     })
 }
 
+fn unauthorized() -> Response {
+    let body = error_body("unauthorized", "a valid console token is required");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(WWW_AUTHENTICATE, "Bearer")],
+        body,
+    )
+        .into_response()
+}
+
+/// `POST /v1/sync/read`: reads one object now (Provision on demand, scoping DN checks).
+async fn sync_read(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use super::sync::ReadError;
+    if !bearer_matches(&headers, &state.console_token_sha256) {
+        return unauthorized();
+    }
+    let request: crate::protocol::sync::ReadRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("the body is not a read request: {e}");
+            return (StatusCode::BAD_REQUEST, error_body("bad_request", &message)).into_response();
+        }
+    };
+    match super::sync::read_one(&state.sync, &request).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e @ ReadError::NotServed(_)) => (
+            StatusCode::NOT_FOUND,
+            error_body("not_served", &e.to_string()),
+        )
+            .into_response(),
+        Err(e @ ReadError::BadDn(_)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_body("invalid_dn", &e.to_string()),
+        )
+            .into_response(),
+        Err(e @ ReadError::Directory(_)) => (
+            StatusCode::BAD_GATEWAY,
+            error_body("directory", &e.to_string()),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/sync/wake`: ask the console for the lease now (Sync now, Preview).
+async fn sync_wake(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if !bearer_matches(&headers, &state.console_token_sha256) {
+        return unauthorized();
+    }
+    state.sync.wake.notify_one();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Parses a JSON body without ever echoing it (it may hold a password): the error names where the
+/// problem is, not the content.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the body is not a {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+fn bad_body(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, error_body("bad_request", message)).into_response()
+}
+
+fn writeback_answer(
+    result: Result<crate::protocol::writeback::WritebackOutcome, super::writeback::AgentTrouble>,
+) -> Response {
+    use super::writeback::AgentTrouble;
+    match result {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e @ AgentTrouble::NotServed(_)) => (
+            StatusCode::NOT_FOUND,
+            error_body("not_served", &e.to_string()),
+        )
+            .into_response(),
+        Err(e @ AgentTrouble::Directory(_)) => (
+            StatusCode::BAD_GATEWAY,
+            error_body("directory", &e.to_string()),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/writeback/password`: reset or change a user's password.
+async fn writeback_password(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !bearer_matches(&headers, &state.console_token_sha256) {
+        return unauthorized();
+    }
+    let request = match parse_body(&body, "password request") {
+        Ok(r) => r,
+        Err(message) => return bad_body(&message),
+    };
+    writeback_answer(super::writeback::set_password(&state.sync.data_dir, &request).await)
+}
+
+/// `POST /v1/writeback/unlock`.
+async fn writeback_unlock(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !bearer_matches(&headers, &state.console_token_sha256) {
+        return unauthorized();
+    }
+    let request = match parse_body(&body, "unlock request") {
+        Ok(r) => r,
+        Err(message) => return bad_body(&message),
+    };
+    writeback_answer(super::writeback::unlock(&state.sync.data_dir, &request).await)
+}
+
+/// `POST /v1/writeback/verify`: does the user's password bind?
+async fn writeback_verify(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !bearer_matches(&headers, &state.console_token_sha256) {
+        return unauthorized();
+    }
+    let request = match parse_body(&body, "verify request") {
+        Ok(r) => r,
+        Err(message) => return bad_body(&message),
+    };
+    writeback_answer(super::writeback::verify(&state.sync.data_dir, &request).await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +285,10 @@ mod tests {
             checks: Arc::new(SelfChecks::new(
                 dir.to_path_buf(),
                 "127.0.0.1:4000".parse().expect("addr"),
+            )),
+            sync: Arc::new(crate::agent::sync::SyncShared::new(
+                dir.to_path_buf(),
+                false,
             )),
         };
         let mut request = Request::builder().uri(uri);

@@ -1,9 +1,12 @@
-//! The agent's files in its data dir: `agent.json` (plain config) and `credential.json` (secrets).
+//! The agent's files in its data dir: `agent.json` (plain config), `credential.json` (secrets), and
+//! the key pair the agent API serves TLS with, `tls.key.pem` (secret) and `tls.cert.pem` (its
+//! self-signed certificate, which the console pinned at enrollment).
 //!
-//! Both are replaced by writing a temporary file and renaming it over the old one, so a crash
-//! never leaves a half-written file. The credential is created with mode 0600 from the first
-//! byte, so it is never readable by other users, not even for an instant.
+//! All are replaced by writing a temporary file and renaming it over the old one, so a crash
+//! never leaves a half-written file. Secrets are created with mode 0600 from the first byte, so
+//! they are never readable by other users, not even for an instant.
 
+use crate::console::tls::SelfSigned;
 use crate::protocol::{Environment, Extension};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -14,10 +17,13 @@ use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use uuid::Uuid;
 
 const CONFIG_FILE: &str = "agent.json";
 const CREDENTIAL_FILE: &str = "credential.json";
+pub(crate) const TLS_KEY_FILE: &str = "tls.key.pem";
+pub(crate) const TLS_CERT_FILE: &str = "tls.cert.pem";
 
 /// `agent.json`: nothing secret, so an operator may read and share it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -80,11 +86,7 @@ impl Agent {
     /// on a re-install, which keeps the agent id, a crash between the two writes still leaves a
     /// matching pair.
     pub fn save(&self, data_dir: &Path) -> Result<()> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+        create_data_dir(data_dir)?;
         write_atomic(
             data_dir,
             CREDENTIAL_FILE,
@@ -93,6 +95,41 @@ impl Agent {
         )?;
         write_atomic(data_dir, CONFIG_FILE, &to_json(&self.config)?, 0o644)
     }
+}
+
+/// Writes the agent API's private key (0600) and certificate, creating the data dir if needed.
+/// The key goes first: the certificate names the pair the console pinned.
+pub(crate) fn save_tls(data_dir: &Path, tls: &SelfSigned) -> Result<()> {
+    create_data_dir(data_dir)?;
+    write_atomic(data_dir, TLS_KEY_FILE, tls.key_pem.as_bytes(), 0o600)?;
+    write_atomic(data_dir, TLS_CERT_FILE, tls.cert_pem.as_bytes(), 0o644)
+}
+
+/// The TLS configuration `agent run` serves the agent API with, from the data dir's key pair.
+pub(crate) fn tls_server_config(data_dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let cert = data_dir.join(TLS_CERT_FILE);
+    let key = data_dir.join(TLS_KEY_FILE);
+    if !cert.exists() || !key.exists() {
+        bail!(
+            "{} has no TLS certificate for the agent API ({TLS_CERT_FILE}, {TLS_KEY_FILE}); an \
+             older version installed this agent: run `hybridsync agent install` again",
+            data_dir.display()
+        );
+    }
+    crate::console::tls::server_config(&cert, &key).with_context(|| {
+        format!(
+            "cannot use the agent API's TLS certificate in {}; `hybridsync agent install` makes a new one",
+            data_dir.display()
+        )
+    })
+}
+
+fn create_data_dir(data_dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))
 }
 
 /// Lowercase hex SHA-256, the form in which the console token is stored and compared.
@@ -213,6 +250,35 @@ mod tests {
             .filter(|n| n.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn tls_key_is_private_and_the_pair_serves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let err = tls_server_config(dir.path()).expect_err("no pair yet");
+        assert!(format!("{err:#}").contains("agent install"), "{err:#}");
+
+        let first = SelfSigned::generate("agent.hybridsync.invalid").expect("generate");
+        save_tls(&data_dir, &first).expect("save");
+        assert_eq!(mode_of(&data_dir.join(TLS_KEY_FILE)), 0o600);
+        assert_eq!(mode_of(&data_dir.join(TLS_CERT_FILE)), 0o644);
+        tls_server_config(&data_dir).expect("the saved pair serves");
+
+        // A re-install's new pair replaces the old one: a different certificate.
+        let second = SelfSigned::generate("agent.hybridsync.invalid").expect("generate");
+        assert_ne!(first.sha256_hex(), second.sha256_hex());
+        save_tls(&data_dir, &second).expect("save");
+        let cert = fs::read_to_string(data_dir.join(TLS_CERT_FILE)).expect("cert");
+        assert_eq!(cert, second.cert_pem);
+
+        // A key that does not belong to the certificate is refused with a way out.
+        fs::write(data_dir.join(TLS_KEY_FILE), &first.key_pem).expect("write");
+        let err = tls_server_config(&data_dir).expect_err("mismatched pair");
+        assert!(
+            format!("{err:#}").contains("do not belong together"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub(crate) fn normalize_url(raw: &str) -> Result<String> {
 /// The console's CA certificate, copied into the agent's data dir by `install --console-ca-cert`.
 pub(crate) const CONSOLE_CA_FILE: &str = "console-ca.pem";
 
+#[derive(Clone)]
 pub(crate) struct Console {
     http: reqwest::Client,
     url: String,
@@ -159,6 +160,48 @@ impl Console {
             .post(self.endpoint("domains"))
             .bearer_auth(agent_credential)
             .json(report);
+        self.send(request).await
+    }
+
+    /// Asks for the leases of the agent's domains, and the cycles due.
+    pub async fn sync_lease(
+        &self,
+        agent_credential: &str,
+        request: &crate::protocol::sync::LeaseRequest,
+    ) -> Result<crate::protocol::sync::LeaseResponse, ConsoleError> {
+        let request = self
+            .http
+            .post(self.endpoint("sync/lease"))
+            .bearer_auth(agent_credential)
+            .json(request);
+        self.send(request).await
+    }
+
+    pub async fn sync_batch(
+        &self,
+        agent_credential: &str,
+        cycle_id: &str,
+        batch: &crate::protocol::sync::Batch,
+    ) -> Result<crate::protocol::sync::BatchAccepted, ConsoleError> {
+        let request = self
+            .http
+            .post(self.endpoint(&format!("sync/cycles/{cycle_id}/batch")))
+            .bearer_auth(agent_credential)
+            .json(batch);
+        self.send(request).await
+    }
+
+    pub async fn sync_finish(
+        &self,
+        agent_credential: &str,
+        cycle_id: &str,
+        finish: &crate::protocol::sync::Finish,
+    ) -> Result<crate::protocol::sync::FinishAccepted, ConsoleError> {
+        let request = self
+            .http
+            .post(self.endpoint(&format!("sync/cycles/{cycle_id}/finish")))
+            .bearer_auth(agent_credential)
+            .json(finish);
         self.send(request).await
     }
 

@@ -49,7 +49,7 @@ pub(crate) struct DirectoryConfig {
 }
 
 impl DirectoryConfig {
-    fn target(&self, data_dir: &Path) -> Result<Target> {
+    pub(crate) fn target(&self, data_dir: &Path) -> Result<Target> {
         let ca = self
             .ca_cert
             .as_ref()
@@ -63,7 +63,7 @@ impl DirectoryConfig {
         data_dir.join(DIRECTORIES).join(secret_name(&self.domain))
     }
 
-    fn password(&self, data_dir: &Path) -> Result<String> {
+    pub(crate) fn password(&self, data_dir: &Path) -> Result<String> {
         let path = self.secret_path(data_dir);
         fs::read_to_string(&path).with_context(|| {
             format!(
@@ -432,6 +432,7 @@ pub async fn remove_directory(args: AgentRemoveDirectoryArgs) -> Result<()> {
     remove_if_present(&config_path)?;
     remove_if_present(&dir.join(secret_name(&domain)))?;
     remove_if_present(&dir.join(ca_name(&domain)))?;
+    super::sync::forget_state(&args.data_dir, &domain);
     println!(
         "Directory {domain} removed from agent {}",
         agent.config.agent_id

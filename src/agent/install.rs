@@ -2,11 +2,16 @@
 //! Without `--enrollment-token`, an administrator approves the machine in the console first (sign-in
 //! by device code), which gives the installer a one-use enrollment token.
 
-use super::config::{sha256_hex, Agent, AgentConfig, Credential};
+use super::config::{save_tls, sha256_hex, Agent, AgentConfig, Credential};
 use super::console::{normalize_url, read_ca, Console, CONSOLE_CA_FILE};
 use crate::cli::AgentInstallArgs;
+use crate::console::tls::SelfSigned;
 use crate::protocol::{EnrollRequest, ExistingAgent, VERSION};
 use anyhow::{anyhow, bail, Context, Result};
+
+/// The name in an agent's self-signed certificate. The console trusts the certificate by its pin
+/// alone, so the name is for people who look at it.
+const AGENT_CERT_NAME: &str = "agent.hybridsync.invalid";
 
 pub async fn install(args: AgentInstallArgs) -> Result<()> {
     let console_url = normalize_url(&args.console)?;
@@ -46,6 +51,9 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
                 .await?
         }
     };
+    // A new key pair at every install: the console pins this certificate, so a re-install rotates
+    // it. Written only once the console has accepted it.
+    let tls = SelfSigned::generate(AGENT_CERT_NAME)?;
     let request = EnrollRequest {
         enrollment_token,
         machine_name: machine_name.clone(),
@@ -53,6 +61,7 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
         environment: args.environment,
         version: VERSION.to_owned(),
         existing,
+        tls_cert_sha256: Some(tls.sha256_hex()),
     };
 
     let enrolled = console
@@ -75,6 +84,7 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
         },
     };
     agent.save(&args.data_dir)?;
+    save_tls(&args.data_dir, &tls)?;
     if let Some(path) = &args.console_ca_cert {
         // `agent run` and `agent status` trust the same CA from here on.
         std::fs::copy(path, args.data_dir.join(CONSOLE_CA_FILE)).with_context(|| {
@@ -88,7 +98,7 @@ pub async fn install(args: AgentInstallArgs) -> Result<()> {
 
     let agent_id = &agent.config.agent_id;
     let note = if enrolled.reinstalled {
-        " (re-install: kept the same agent id)".to_owned()
+        " (re-install: kept the same agent id; new credential and TLS certificate, so restart the agent if it runs)".to_owned()
     } else if let Some(previous) = previous_id {
         format!(
             " (the console did not recognise the previous agent {previous}: this is a new agent)"

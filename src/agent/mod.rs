@@ -17,7 +17,10 @@ mod directory;
 mod install;
 mod run;
 mod status;
+mod sync;
+mod writeback;
 
+pub(crate) use console::read_ca as read_console_ca;
 pub use directory::{add_directory, remove_directory};
 pub use install::install;
 pub use run::run;

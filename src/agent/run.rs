@@ -7,6 +7,7 @@ use super::checks::SelfChecks;
 use super::config::Agent;
 use super::console::Console;
 use super::directory;
+use super::sync::{SyncShared, Syncer};
 use crate::cli::AgentRunArgs;
 use crate::protocol::{Heartbeat, VERSION};
 use anyhow::{bail, Context, Result};
@@ -34,22 +35,41 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
     let shutdown = shutdown_signal()?.shared();
     let Agent { config, credential } = Agent::load(&args.data_dir)?;
     let console = Console::for_data_dir(&config.console_url, &args.data_dir)?;
+    // Read before binding: a missing or damaged key pair stops the agent with a way out.
+    let tls = super::config::tls_server_config(&args.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let listen_addr = listener
         .local_addr()
         .context("cannot read the agent API's bound address")?;
-    info!("agent {} listening on {listen_addr}", config.agent_id);
+    // HTTPS only, with the certificate the console pinned at enrollment.
+    let listener = crate::console::tls::TlsListener::new(listener, tls)
+        .context("cannot serve the agent API over TLS")?;
+    info!(
+        "agent {} serving its API over TLS on {listen_addr}",
+        config.agent_id
+    );
 
     let started = Instant::now();
     let checks = Arc::new(SelfChecks::new(args.data_dir.clone(), listen_addr));
+    let sync = Arc::new(SyncShared::new(
+        args.data_dir.clone(),
+        args.enforce_fips_policy,
+    ));
     let api = api::router(ApiState {
         agent_id: config.agent_id.clone(),
         console_token_sha256: credential.console_token_sha256,
         started,
         checks: Arc::clone(&checks),
+        sync: Arc::clone(&sync),
     });
+    let syncer = Syncer {
+        console: console.clone(),
+        agent_credential: credential.agent_credential.clone(),
+        poll: args.heartbeat_interval,
+        shared: sync,
+    };
     let heartbeats = Heartbeats {
         console,
         agent_credential: credential.agent_credential,
@@ -68,6 +88,8 @@ pub async fn run(args: AgentRunArgs) -> Result<()> {
         }
         // Never ends: the loop stops when the server has shut down.
         () = heartbeats.run() => Ok(()),
+        // Never ends either: leases and cycles of the connected directories.
+        () = syncer.run() => Ok(()),
         // A client stalled halfway through a request would hold the graceful shutdown forever,
         // and a service manager expects a stop to be prompt.
         () = async { shutdown.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {

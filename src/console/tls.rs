@@ -1,12 +1,15 @@
-//! HTTPS for the console (`serve --tls-cert FILE --tls-key FILE`): the rustls server configuration
-//! (ring provider, TLS 1.3) and a listener that hands axum connections whose TLS handshake is done.
+//! HTTPS servers: the console's (`serve --tls-cert FILE --tls-key FILE`) and the agent API's (the
+//! agent's self-signed certificate, made by `agent install`, which the console pins at
+//! enrollment; see `fleet::call`). Here: the rustls server configuration (ring provider), self-signed
+//! certificates, and a listener that hands axum connections whose TLS handshake is done.
 //!
 //! Handshakes run in their own tasks with a time limit, so a client that connects and stalls
 //! cannot hold up the accept loop for everyone else.
 
 use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +39,14 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
             key.display()
         )
     })?;
+    server_config_der(chain, key)
+}
+
+/// The server configuration for a certificate chain (leaf first) and its private key, in DER.
+pub fn server_config_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -45,6 +56,54 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     .with_single_cert(chain, key)
     .context("the certificate and the private key do not belong together")?;
     Ok(Arc::new(config))
+}
+
+/// A fresh key pair (ECDSA P-256) and a self-signed certificate for it: what an agent serves its
+/// API with. Nothing checks its names or dates; the console trusts it by its SHA-256 alone.
+pub struct SelfSigned {
+    pub cert_pem: String,
+    /// PKCS#8. Deliberately not `Debug`.
+    pub key_pem: String,
+    cert_der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl SelfSigned {
+    /// `name` (a DNS name) becomes the subject, for people who look at the certificate.
+    pub fn generate(name: &str) -> anyhow::Result<Self> {
+        let generate = || {
+            let signing_key = rcgen::KeyPair::generate()?;
+            let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.self_signed(&signing_key)?;
+            Ok::<_, rcgen::Error>((cert, signing_key))
+        };
+        let (cert, signing_key) = generate().context("cannot generate a TLS certificate")?;
+        Ok(SelfSigned {
+            cert_pem: cert.pem(),
+            key_pem: signing_key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: signing_key.serialize_der(),
+        })
+    }
+
+    /// The pin: lowercase hex SHA-256 of the certificate's DER.
+    pub fn sha256_hex(&self) -> String {
+        certificate_sha256_hex(&self.cert_der)
+    }
+
+    pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let key = PrivatePkcs8KeyDer::from(self.key_der.clone());
+        server_config_der(vec![self.cert_der.clone()], key.into())
+    }
+}
+
+/// Lowercase hex SHA-256 of a DER certificate: the form in which the console pins an agent's.
+pub fn certificate_sha256_hex(der: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(der))
 }
 
 /// A TCP listener whose connections come out TLS-terminated.

@@ -31,6 +31,8 @@ pub struct AgentRow {
     pub last_poll_at: Option<i64>,
     pub last_poll_error: Option<String>,
     pub domains_json: String,
+    /// Lowercase hex SHA-256 of the agent's TLS certificate, pinned at enrollment.
+    pub tls_cert_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -68,8 +70,9 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
         "INSERT INTO agent (agent_id, credential_hash, console_token_generation, machine_name, external_ip, \
            listen_addr, version, extension, environment, registered_at, enrollment_token_id, last_heartbeat_at, \
            last_contact_at, heartbeat_interval_seconds, uptime_seconds, status, status_since, health, \
-           health_reason, health_since, checks_json, last_poll_at, last_poll_error, domains_json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+           health_reason, health_since, checks_json, last_poll_at, last_poll_error, domains_json, \
+           tls_cert_sha256) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (agent_id) DO UPDATE SET credential_hash = excluded.credential_hash, \
            console_token_generation = excluded.console_token_generation, machine_name = excluded.machine_name, \
            external_ip = excluded.external_ip, listen_addr = excluded.listen_addr, version = excluded.version, \
@@ -80,7 +83,8 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
            uptime_seconds = excluded.uptime_seconds, status = excluded.status, status_since = excluded.status_since, \
            health = excluded.health, health_reason = excluded.health_reason, health_since = excluded.health_since, \
            checks_json = excluded.checks_json, last_poll_at = excluded.last_poll_at, \
-           last_poll_error = excluded.last_poll_error, domains_json = excluded.domains_json",
+           last_poll_error = excluded.last_poll_error, domains_json = excluded.domains_json, \
+           tls_cert_sha256 = excluded.tls_cert_sha256",
     )
     .bind(&row.agent_id)
     .bind(&row.credential_hash)
@@ -106,13 +110,14 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
     .bind(row.last_poll_at)
     .bind(&row.last_poll_error)
     .bind(&row.domains_json)
+    .bind(&row.tls_cert_sha256)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// Many rows as the one JSON text parameter that the batch statements unpack with `json_each`.
-fn json_param<T: serde::Serialize>(rows: &T) -> sqlx::Result<String> {
+pub(crate) fn json_param<T: serde::Serialize>(rows: &T) -> sqlx::Result<String> {
     serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
@@ -201,7 +206,7 @@ pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
            machine_name, external_ip, listen_addr, version, extension, environment, registered_at, \
            enrollment_token_id, last_heartbeat_at, last_contact_at, heartbeat_interval_seconds, uptime_seconds, \
            status, status_since, health, health_reason, health_since, checks_json, last_poll_at, last_poll_error, \
-           domains_json)) \
+           domains_json, tls_cert_sha256)) \
          FROM agent",
     )
     .fetch_one(pool)
@@ -233,6 +238,7 @@ pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
         Option<i64>,
         Option<String>,
         String,
+        Option<String>,
     );
     let packed: Vec<Packed> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -263,6 +269,7 @@ pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
             last_poll_at: p.21,
             last_poll_error: p.22,
             domains_json: p.23,
+            tls_cert_sha256: p.24,
         })
         .collect())
 }

@@ -9,6 +9,8 @@ pub mod audit;
 pub mod enrollment_tokens;
 pub mod oidc_accounts;
 pub mod sessions;
+pub mod sync;
+pub mod writeback;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -413,6 +413,28 @@ impl Connection {
         Ok(out)
     }
 
+    /// A paged subtree search whose entries are taken one at a time, so a directory of 150,000
+    /// users never sits in memory at once. Search references (AD referrals) are skipped.
+    pub async fn paged_stream(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: Vec<String>,
+        what: &str,
+    ) -> Result<PagedStream, DirectoryError> {
+        let adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(PAGE_SIZE)),
+        ];
+        let doing = self.doing(what, base);
+        let stream = self
+            .ldap
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
+            .await
+            .map_err(|e| from_ldap(e, &doing))?;
+        Ok(PagedStream { stream, doing })
+    }
+
     pub async fn add(
         &mut self,
         dn: &str,
@@ -456,6 +478,28 @@ impl Connection {
         Ok(result.rc)
     }
 
+    /// Renames and/or moves an entry (modify DN): `new_rdn` like `cn=Ann Lee` (escaped), and
+    /// `new_superior` to move it under another parent.
+    pub async fn rename(
+        &mut self,
+        dn: &str,
+        new_rdn: &str,
+        new_superior: Option<&str>,
+        what: &str,
+    ) -> Result<(), DirectoryError> {
+        let doing = self.doing(what, dn);
+        let result = self
+            .ldap
+            .with_timeout(OPERATION_TIMEOUT)
+            .modifydn(dn, new_rdn, true, new_superior)
+            .await
+            .map_err(|e| from_ldap(e, &doing))?;
+        if result.rc != 0 {
+            return Err(from_result(result.rc, &result.text, &doing));
+        }
+        Ok(())
+    }
+
     pub async fn delete(&mut self, dn: &str, what: &str) -> Result<(), DirectoryError> {
         let doing = self.doing(what, dn);
         let result = self
@@ -495,9 +539,62 @@ impl Connection {
         Ok(())
     }
 
+    /// The Password Modify extended operation with an optional old password (a user's own change,
+    /// which the server checks against the current one).
+    pub async fn password_modify(
+        &mut self,
+        dn: &str,
+        old: Option<&str>,
+        new: &str,
+        what: &str,
+    ) -> Result<(), DirectoryError> {
+        let doing = self.doing(what, dn);
+        let ldap3::result::ExopResult(_, result) = self
+            .ldap
+            .with_timeout(OPERATION_TIMEOUT)
+            .extended(PasswordModify {
+                user_id: Some(dn),
+                old_pass: old,
+                new_pass: Some(new),
+            })
+            .await
+            .map_err(|e| from_ldap(e, &doing))?;
+        if result.rc != 0 {
+            return Err(from_result(result.rc, &result.text, &doing));
+        }
+        Ok(())
+    }
+
     /// Unbinds politely; errors are irrelevant at this point.
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
+    }
+}
+
+/// See [`Connection::paged_stream`].
+pub struct PagedStream {
+    stream: ldap3::SearchStream<'static, String, Vec<String>>,
+    doing: Doing,
+}
+
+impl PagedStream {
+    /// The next entry, or None at the end (after checking the search's result code).
+    pub async fn next(&mut self) -> Result<Option<SearchEntry>, DirectoryError> {
+        match self
+            .stream
+            .next()
+            .await
+            .map_err(|e| from_ldap(e, &self.doing))?
+        {
+            Some(entry) => Ok(Some(SearchEntry::construct(entry))),
+            None => {
+                let result = self.stream.finish().await;
+                if result.rc != 0 {
+                    return Err(from_result(result.rc, &result.text, &self.doing));
+                }
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -9,7 +9,8 @@ pub mod account;
 pub mod conn;
 mod error;
 pub mod escape;
-mod sd;
+pub mod password;
+pub mod sd;
 
 pub use conn::{Dialect, Target};
 pub use error::DirectoryError;

@@ -1,7 +1,9 @@
 //! Batch enrollment: many agents with one token in one transaction, for the fleet simulator and for
 //! scripted roll-outs. Each agent counts as one use of the token; either all enroll or none does.
 
-use super::{usable_token, valid_machine_name, Agent, EnrollError, Fleet};
+use super::{
+    certificate_pin, pinned_note, usable_token, valid_machine_name, Agent, EnrollError, Fleet,
+};
 use crate::auth::tokens;
 use crate::db::{self, agents::NewAgentEvent, audit::NewAuditEntry};
 use crate::protocol::{BatchEnrollRequest, BatchEnrollResponse, BatchEnrolled};
@@ -25,6 +27,8 @@ impl Fleet {
             .map(|n| valid_machine_name(n))
             .collect::<Result<Vec<_>, _>>()?;
         self.check_environment(req.environment)?;
+        let pin = certificate_pin(req.tls_cert_sha256.as_deref())?;
+        let pinned = pinned_note(pin.as_ref());
         let now = db::now_ms();
         let count = i64::try_from(names.len()).unwrap_or(i64::MAX);
         let mut tx = self.db.begin().await?;
@@ -47,6 +51,7 @@ impl Fleet {
                 req.extension,
                 req.environment,
                 token.enrollment_token_id,
+                pin,
                 now,
             );
             db::agents::upsert(&mut tx, &agent.to_row()).await?;
@@ -59,8 +64,8 @@ impl Fleet {
                     from_value: None,
                     to_value: "enrolled".into(),
                     reason: format!(
-                        "enrolled from {external_ip} in a batch with enrollment token #{}",
-                        token.enrollment_token_id
+                        "enrolled from {external_ip} in a batch with enrollment token #{}{}",
+                        token.enrollment_token_id, pinned
                     ),
                 },
             )
@@ -146,6 +151,7 @@ mod tests {
             extension: Extension::CloudSync,
             environment: Environment::Public,
             version: "1".into(),
+            tls_cert_sha256: None,
         };
         let enrolled = fleet
             .enroll_batch(request(&["b", "A", "c"]), "127.0.0.1".into())

@@ -7,6 +7,7 @@
 //! memory, so a failed write leaves nothing half-done.
 
 pub mod batch;
+pub mod call;
 pub mod health;
 pub mod metrics;
 pub mod poll;
@@ -70,6 +71,9 @@ pub struct Agent {
     pub last_poll_error: Option<String>,
     /// Domains the agent serves; filled by directory sync.
     pub domains: Vec<String>,
+    /// SHA-256 of the certificate the agent serves its API with, pinned at enrollment (None for
+    /// agents enrolled before pinning: the console does not call those).
+    pub tls_cert_sha256: Option<call::Pin>,
     /// This agent's place in the name-ordered index (valid while the index is fresh).
     name_pos: usize,
 }
@@ -85,6 +89,7 @@ impl Agent {
         extension: Extension,
         environment: Environment,
         enrollment_token_id: i64,
+        tls_cert_sha256: Option<call::Pin>,
         now: i64,
     ) -> Self {
         Agent {
@@ -112,6 +117,7 @@ impl Agent {
             last_poll_at: None,
             last_poll_error: None,
             domains: Vec::new(),
+            tls_cert_sha256,
             name_pos: usize::MAX,
         }
     }
@@ -142,6 +148,7 @@ impl Agent {
             last_poll_at: row.last_poll_at,
             last_poll_error: row.last_poll_error,
             domains: serde_json::from_str(&row.domains_json).unwrap_or_default(),
+            tls_cert_sha256: row.tls_cert_sha256.as_deref().and_then(call::parse_pin),
             name_pos: usize::MAX,
         }
     }
@@ -172,6 +179,7 @@ impl Agent {
             last_poll_at: self.last_poll_at,
             last_poll_error: self.last_poll_error.clone(),
             domains_json: serde_json::to_string(&self.domains).unwrap_or_else(|_| "[]".into()),
+            tls_cert_sha256: self.tls_cert_sha256.as_ref().map(|pin| call::hex(pin)),
         }
     }
 
@@ -200,18 +208,21 @@ impl Agent {
         })
     }
 
-    /// Where the console reaches the agent's HTTP API, if the agent told us.
-    pub fn api_base_url(&self) -> Option<String> {
+    /// Where the console reaches the agent's API, if the agent told us.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
         let addr: std::net::SocketAddr = self.listen_addr.as_deref()?.parse().ok()?;
         let ip = if addr.ip().is_unspecified() {
             self.external_ip.parse().ok()?
         } else {
             addr.ip()
         };
-        Some(format!(
-            "http://{}",
-            std::net::SocketAddr::new(ip, addr.port())
-        ))
+        Some(std::net::SocketAddr::new(ip, addr.port()))
+    }
+
+    /// The agent's API as people see it (`https://ADDRESS`). Calls go through
+    /// [`Fleet::agent_request`], which adds the certificate pin.
+    pub fn api_base_url(&self) -> Option<String> {
+        self.api_addr().map(|addr| format!("https://{addr}"))
     }
 }
 
@@ -237,6 +248,10 @@ pub enum EnrollError {
     BadBatch(usize),
     #[error("The enrollment token has {left} uses left; the batch needs {asked}. Create a token with more uses (--max-uses).")]
     NotEnoughUses { asked: i64, left: i64 },
+    #[error(
+        "tls_cert_sha256 must be the SHA-256 of the agent's DER certificate as 64 hex digits."
+    )]
+    BadCertificatePin,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -252,6 +267,7 @@ impl EnrollError {
             EnrollError::BadMachineName => "invalid_machine_name",
             EnrollError::BadBatch(_) => "invalid_batch",
             EnrollError::NotEnoughUses { .. } => "enrollment_token_used_up",
+            EnrollError::BadCertificatePin => "invalid_tls_cert_sha256",
             EnrollError::Database(_) => "internal",
         }
     }
@@ -476,7 +492,8 @@ fn reevaluate(
 
 /// The live fleet. Cheap to share: hold it in an `Arc`.
 pub struct Fleet {
-    inner: RwLock<Inner>,
+    /// Shared with the agent client's resolver and certificate verifier (see `call`).
+    inner: Arc<RwLock<Inner>>,
     db: SqlitePool,
     key: ConsoleKey,
     config: FleetConfig,
@@ -501,13 +518,10 @@ impl Fleet {
             inner.count_version(&agent.version, 1);
             inner.agents.insert(agent.id.clone(), agent);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.poll_timeout)
-            .timeout(config.poll_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
+        let inner = Arc::new(RwLock::new(inner));
+        let http = call::client(&inner, config.poll_timeout)?;
         Ok(Fleet {
-            inner: RwLock::new(inner),
+            inner,
             metrics: metrics::FleetMetrics::default(),
             db,
             key,
@@ -552,6 +566,7 @@ impl Fleet {
         let now = db::now_ms();
         let machine_name = valid_machine_name(&req.machine_name)?;
         self.check_environment(req.environment)?;
+        let pin = certificate_pin(req.tls_cert_sha256.as_deref())?;
         let mut tx = self.db.begin().await?;
         let token = usable_token(&mut tx, &req.enrollment_token, now).await?;
         if !db::enrollment_tokens::consume(&mut tx, token.enrollment_token_id, 1, now).await? {
@@ -584,6 +599,8 @@ impl Fleet {
                 agent.enrollment_token_id = Some(token.enrollment_token_id);
                 agent.last_contact_at = now;
                 agent.last_poll_error = None;
+                // A re-install generated a new certificate: this rotates the pin.
+                agent.tls_cert_sha256 = pin;
                 agent
             }
             None => Agent::new_enrolled(
@@ -594,6 +611,7 @@ impl Fleet {
                 req.extension,
                 req.environment,
                 token.enrollment_token_id,
+                pin,
                 now,
             ),
         };
@@ -610,8 +628,10 @@ impl Fleet {
             from_value: None,
             to_value: what.into(),
             reason: format!(
-                "{what} from {} with enrollment token #{}",
-                agent.external_ip, token.enrollment_token_id
+                "{what} from {} with enrollment token #{}{}",
+                agent.external_ip,
+                token.enrollment_token_id,
+                pinned_note(pin.as_ref())
             ),
         };
         db::agents::insert_event(&mut tx, &event).await?;
@@ -677,8 +697,12 @@ impl Fleet {
         let mut inner = self.write();
         let agent = inner.agents.get_mut(agent_id)?;
         let listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
-        if listen_addr != agent.listen_addr {
-            // The agent restarted on another address: an old poll failure says nothing about the new one.
+        if listen_addr != agent.listen_addr
+            && agent.last_poll_error.as_deref() != Some(call::PIN_MISMATCH)
+        {
+            // The agent restarted on another address: an old poll failure says nothing about the
+            // new one. A certificate that did not match stays: it is the same agent's certificate,
+            // and only a poll that verifies (or a re-install) clears it.
             agent.last_poll_error = None;
         }
         let version = truncate(hb.version, 64);
@@ -1133,6 +1157,20 @@ impl Fleet {
             Ok(n) => tracing::info!(agents = n, "agent state written at shutdown"),
             Err(e) => tracing::error!(error = %e, "cannot write agent state at shutdown"),
         }
+    }
+}
+
+/// The certificate pin an enrollment carries, if any; malformed ones are refused.
+pub(crate) fn certificate_pin(hex: Option<&str>) -> Result<Option<call::Pin>, EnrollError> {
+    hex.map(|hex| call::parse_pin(hex.trim()).ok_or(EnrollError::BadCertificatePin))
+        .transpose()
+}
+
+/// How a lifecycle event mentions the pinned certificate.
+pub(crate) fn pinned_note(pin: Option<&call::Pin>) -> String {
+    match pin {
+        Some(pin) => format!("; certificate SHA-256 {}… pinned", call::hex(&pin[..8])),
+        None => "; no certificate pinned (the console will not call this agent)".into(),
     }
 }
 

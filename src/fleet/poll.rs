@@ -1,9 +1,12 @@
 //! The console's health polls: `GET /v1/health` on each active agent, with bounded concurrency, a
-//! per-call timeout and one shared connection pool (so scheduled rounds reuse connections).
+//! per-call timeout and one shared connection pool (so scheduled rounds reuse connections). Each
+//! poll is an [`Fleet::agent_request`]: HTTPS to the certificate the agent's enrollment pinned.
 
+use super::call::{self, describe_error, innermost};
 use super::{Fleet, Status};
 use crate::db;
-use crate::protocol::{AgentHealth, AGENT_API};
+use crate::db::agents::NewAgentEvent;
+use crate::protocol::AgentHealth;
 use futures::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -44,20 +47,13 @@ impl Fleet {
 
     /// Polls one agent now and applies the result. None when the agent does not exist.
     pub async fn poll_one(&self, agent_id: &str) -> Option<PollOutcome> {
-        let (url, token) = {
-            let inner = self.read();
-            let agent = inner.agents.get(agent_id)?;
-            (agent.api_base_url(), self.console_token_for(agent))
-        };
+        if !self.read().agents.contains_key(agent_id) {
+            return None;
+        }
         let started = std::time::Instant::now();
-        let result = match url {
-            None => {
-                Err("the agent has not reported its API address yet (no heartbeat)".to_string())
-            }
-            Some(base) => {
-                self.fetch_health(&format!("{base}{AGENT_API}/health"), &token)
-                    .await
-            }
+        let result = match self.agent_request(agent_id, reqwest::Method::GET, "/health") {
+            Ok(request) => self.fetch_health(request).await,
+            Err(message) => Err(message),
         };
         let (count, latency) = if result.is_ok() {
             (&self.metrics.polls_ok, &self.metrics.poll_latency_ok)
@@ -70,7 +66,8 @@ impl Fleet {
         count.fetch_add(1, Relaxed);
         latency.observe(started.elapsed());
         let now = db::now_ms();
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let agent = inner.agents.get_mut(agent_id)?;
         agent.last_poll_at = Some(now);
         let outcome = match result {
@@ -85,6 +82,20 @@ impl Fleet {
                 }
             }
             Err(message) => {
+                if message == call::PIN_MISMATCH
+                    && agent.last_poll_error.as_deref() != Some(call::PIN_MISMATCH)
+                {
+                    // Into the timeline even when the agent was unhealthy already for another
+                    // reason, so the refusal is on record where administrators look.
+                    inner.events.push(NewAgentEvent {
+                        agent_id: agent_id.to_string(),
+                        at: now,
+                        kind: "lifecycle",
+                        from_value: None,
+                        to_value: "certificate refused".into(),
+                        reason: message.clone(),
+                    });
+                }
                 agent.last_poll_error = Some(message.clone());
                 PollOutcome {
                     ok: false,
@@ -102,14 +113,11 @@ impl Fleet {
         Some(outcome)
     }
 
-    async fn fetch_health(&self, url: &str, token: &str) -> Result<AgentHealth, String> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
+    async fn fetch_health(&self, request: reqwest::RequestBuilder) -> Result<AgentHealth, String> {
+        let response = request
             .send()
             .await
-            .map_err(|e| describe(&e, self.config.poll_timeout))?;
+            .map_err(|e| describe_error(&e, self.config.poll_timeout))?;
         match response.status().as_u16() {
             200 => response
                 .json::<AgentHealth>()
@@ -121,32 +129,4 @@ impl Fleet {
             code => Err(format!("the agent answered HTTP {code}")),
         }
     }
-}
-
-/// A short cause for a failed request: "connection refused", "timed out after 5s", …
-fn describe(err: &reqwest::Error, timeout: std::time::Duration) -> String {
-    if err.is_timeout() {
-        return format!("timed out after {}", humantime::format_duration(timeout));
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-                std::io::ErrorKind::TimedOut => "timed out".into(),
-                _ => io.to_string(),
-            };
-        }
-        source = e.source();
-    }
-    innermost(err)
-}
-
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }

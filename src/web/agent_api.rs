@@ -57,7 +57,9 @@ fn enroll_error(e: EnrollError) -> super::error::ApiError {
         EnrollError::Database(e) => return e.into(),
         EnrollError::Invalid => StatusCode::UNAUTHORIZED,
         EnrollError::EnvironmentMismatch { .. } => StatusCode::CONFLICT,
-        EnrollError::BadMachineName | EnrollError::BadBatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        EnrollError::BadMachineName | EnrollError::BadBatch(_) | EnrollError::BadCertificatePin => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         _ => StatusCode::FORBIDDEN,
     };
     tracing::info!(code = e.code(), "enrollment refused");

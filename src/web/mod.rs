@@ -4,7 +4,9 @@ pub mod agent_api;
 pub mod agents;
 pub mod api;
 pub mod auth_pages;
+pub mod configurations;
 pub mod device;
+pub mod directory_pages;
 pub mod enrollment;
 pub mod error;
 pub mod metrics;
@@ -12,7 +14,9 @@ pub mod oidc;
 pub mod openapi;
 pub mod sections;
 pub mod session;
+pub mod sync_api;
 pub mod view;
+pub mod writeback_api;
 
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -59,13 +63,48 @@ pub fn router(state: AppState) -> Router {
             "/agents/{id}/delete",
             get(agents::confirm_delete).post(agents::delete_agent),
         )
-        .route("/configurations", get(sections::configurations))
-        .route("/provisioning-logs", get(sections::provisioning_logs))
+        .route(
+            "/configurations",
+            get(configurations::list_configurations).post(configurations::create_configuration),
+        )
+        .route(
+            "/configurations/{id}",
+            get(configurations::show_configuration),
+        )
+        .route(
+            "/configurations/{id}/delete",
+            get(configurations::confirm_delete).post(configurations::delete_configuration),
+        )
+        .route(
+            "/configurations/{id}/scoping",
+            get(configurations::show_scoping).post(configurations::save_scoping),
+        )
+        .route(
+            "/configurations/{id}/mappings",
+            get(configurations::show_mappings).post(configurations::post_mappings),
+        )
+        .route(
+            "/configurations/{id}/properties",
+            get(configurations::show_properties).post(configurations::save_properties),
+        )
+        .route(
+            "/configurations/{id}/provision-on-demand",
+            get(configurations::show_on_demand).post(configurations::provision_on_demand),
+        )
+        .route(
+            "/configurations/{id}/{operation}",
+            post(configurations::operate_configuration),
+        )
+        .route("/provisioning-logs", get(directory_pages::list_logs))
+        .route("/provisioning-logs/{id}", get(directory_pages::show_log))
         .route(
             "/password-reset/on-premises-integration",
             get(sections::on_premises_integration),
         )
-        .route("/users", get(sections::users))
+        .route("/users", get(directory_pages::list_users))
+        .route("/users/{id}", get(directory_pages::show_user))
+        .route("/groups", get(directory_pages::list_groups))
+        .route("/groups/{id}", get(directory_pages::show_group))
         .route("/audit-logs", get(sections::audit_logs))
         .route("/static/{file}", get(static_file))
         .fallback(page_not_found);
@@ -86,6 +125,40 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::revoke_enrollment_token),
         )
         .route("/audit-log", get(api::audit_log))
+        .route(
+            "/configurations",
+            get(sync_api::list_configurations).post(sync_api::create_configuration),
+        )
+        .route(
+            "/configurations/{id}",
+            get(sync_api::get_configuration)
+                .patch(sync_api::patch_configuration)
+                .delete(sync_api::delete_configuration),
+        )
+        .route(
+            "/configurations/{id}/provision-on-demand",
+            post(sync_api::provision_on_demand),
+        )
+        .route(
+            "/configurations/{id}/{operation}",
+            post(sync_api::operate_configuration),
+        )
+        .route("/users", get(sync_api::list_users))
+        .route("/users/{id}", get(sync_api::get_user))
+        .route("/groups", get(sync_api::list_groups))
+        .route("/groups/{id}", get(sync_api::get_group))
+        .route("/provisioning-logs", get(sync_api::list_logs))
+        .route("/provisioning-logs/{id}", get(sync_api::get_log))
+        .route("/expressions/test", post(sync_api::expression_test))
+        .route(
+            "/password-reset/on-premises-integration",
+            get(writeback_api::get_integration).put(writeback_api::put_integration),
+        )
+        .route(
+            "/users/{id}/reset-password",
+            post(writeback_api::reset_password),
+        )
+        .route("/users/{id}/unlock", post(writeback_api::unlock))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(api::not_found);
 
@@ -101,6 +174,12 @@ pub fn router(state: AppState) -> Router {
         .route("/device/token", post(device::token))
         .route("/whoami", get(agent_api::whoami))
         .route("/domains", post(agent_api::domains))
+        .route("/sync/lease", post(sync_api::lease))
+        .route(
+            "/sync/cycles/{id}/batch",
+            post(sync_api::batch).layer(DefaultBodyLimit::max(sync_api::BATCH_BODY_LIMIT)),
+        )
+        .route("/sync/cycles/{id}/finish", post(sync_api::finish))
         .fallback(api::not_found);
 
     Router::new()

@@ -1,5 +1,5 @@
-//! Audit logs, and the sections later work fills (Configurations, Provisioning logs, On-premises
-//! integration, Users), which show an honest empty state until then.
+//! Audit logs, and the section later work fills (Password reset > On-premises integration), which
+//! shows an honest empty state until then.
 
 use super::error::AppResult;
 use super::session::CurrentUser;
@@ -75,38 +75,11 @@ struct EmptySection {
     message: &'static str,
 }
 
-pub async fn configurations(user: CurrentUser) -> AppResult<Response> {
-    render(&EmptySection {
-        layout: Layout::new(&user, "configurations"),
-        title: "Configurations",
-        breadcrumb: "Cloud sync",
-        message: "No configurations yet. Configurations need a directory connected to an agent (hybridsync agent add-directory), which this console does not support yet.",
-    })
-}
-
-pub async fn provisioning_logs(user: CurrentUser) -> AppResult<Response> {
-    render(&EmptySection {
-        layout: Layout::new(&user, "provisioning-logs"),
-        title: "Provisioning logs",
-        breadcrumb: "Cloud sync",
-        message: "No provisioning activity. Entries appear here once a configuration syncs users and groups.",
-    })
-}
-
 pub async fn on_premises_integration(user: CurrentUser) -> AppResult<Response> {
     render(&EmptySection {
         layout: Layout::new(&user, "on-premises-integration"),
         title: "On-premises integration",
         breadcrumb: "Password reset",
         message: "Password writeback is not available yet: it needs synced users and agents connected to a directory.",
-    })
-}
-
-pub async fn users(user: CurrentUser) -> AppResult<Response> {
-    render(&EmptySection {
-        layout: Layout::new(&user, "users"),
-        title: "Users",
-        breadcrumb: "Identity",
-        message: "No synced users yet. Users appear here once a configuration syncs them from an on-premises directory.",
     })
 }

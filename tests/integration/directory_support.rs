@@ -67,6 +67,11 @@ pub struct Slapd {
 impl Slapd {
     /// `agent_acl`: whether the database ACL holds the rules the README gives for the agents.
     pub fn start(agent_acl: bool) -> Slapd {
+        Self::start_with(agent_acl, &[])
+    }
+
+    /// With more testbed knobs, e.g. `("SLAPD_MIN_LENGTH", "8")`.
+    pub fn start_with(agent_acl: bool, extra: &[(&'static str, &'static str)]) -> Slapd {
         // Distinctive passwords, so "it is not in the console's database" means something.
         let mut env = vec![
             ("SLAPD_ADMIN_PW", "slapd-Adm1n-pw-7Qx"),
@@ -75,6 +80,7 @@ impl Slapd {
         if !agent_acl {
             env.push(("SLAPD_NO_AGENT_ACL", "1"));
         }
+        env.extend_from_slice(extra);
         // Free ports picked here rather than by the script (which would need python3).
         let ports = [free_port().to_string(), free_port().to_string()];
         let (dir, env) = start_testbed("slapd.sh", &[&ports[0], &ports[1]], &env);

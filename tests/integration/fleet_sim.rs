@@ -85,7 +85,7 @@ async fn simulated_fleet_shows_up_in_the_api_and_metrics() {
     assert!(polled["api_url"]
         .as_str()
         .unwrap()
-        .starts_with("http://127.0.0.1:"));
+        .starts_with("https://127.0.0.1:"));
 
     // /metrics needs an API token.
     let r = reqwest::get(format!("{}/metrics", console.url))
@@ -175,6 +175,15 @@ async fn batch_enrollment_is_all_or_nothing() {
     bad["machine_names"][1] = serde_json::json!("bad\u{0007}name");
     let r = http.post(&url).json(&bad).send().await.unwrap();
     assert_eq!(r.status(), 422);
+    assert_eq!(api.get("/agents?status=all").await.1["total"], 0);
+
+    // A certificate pin that is not a SHA-256 in hex is refused too.
+    let mut bad = body(2);
+    bad["tls_cert_sha256"] = serde_json::json!("not-a-fingerprint");
+    let r = http.post(&url).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let err: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "invalid_tls_cert_sha256", "{err}");
     assert_eq!(api.get("/agents?status=all").await.1["total"], 0);
 
     let r = http.post(&url).json(&body(5)).send().await.unwrap();

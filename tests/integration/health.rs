@@ -33,7 +33,7 @@ async fn agents_are_polled_then_a_killed_one_turns_unhealthy_inactive_and_is_del
             body["api_url"]
                 .as_str()
                 .unwrap()
-                .starts_with("http://127.0.0.1:"),
+                .starts_with("https://127.0.0.1:"),
             "{body}"
         );
         assert!(

@@ -14,4 +14,7 @@ mod hardening;
 mod health;
 mod oidc;
 mod pages;
+mod sync;
+mod sync_pages;
 mod tls;
+mod writeback;

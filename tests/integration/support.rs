@@ -296,6 +296,11 @@ impl Agent {
 
     /// Starts `agent run` with a short heartbeat interval.
     pub fn start(&mut self, heartbeat: &str) {
+        self.start_with(heartbeat, &[]);
+    }
+
+    /// Starts `agent run` with more arguments (e.g. `--enforce-fips-policy true`).
+    pub fn start_with(&mut self, heartbeat: &str, extra: &[&str]) {
         let child = Command::new(bin())
             .args([
                 "agent",
@@ -305,6 +310,7 @@ impl Agent {
                 "--heartbeat-interval",
                 heartbeat,
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,9 +1,15 @@
 //! HTTPS: `serve --tls-cert/--tls-key` with a certificate from a private CA made here with rcgen,
-//! an agent that trusts only that CA (`--console-ca-cert`), and the failures around it.
+//! an agent that trusts only that CA (`--console-ca-cert`), and the failures around it; and the
+//! other direction, the console calling agents over TLS to the certificate pinned at enrollment.
 
 use crate::support::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What "Check now" and the agent's health say when the agent's certificate is not the pinned one.
+const MISMATCH: &str = "the agent presented a certificate that does not match the one pinned at enrollment (re-install the agent to rotate it)";
 
 /// A private CA and a console certificate for 127.0.0.1 and localhost, as PEM files in `dir`.
 struct Pki {
@@ -176,4 +182,140 @@ async fn a_key_that_does_not_match_the_certificate_stops_serve() {
     );
     assert!(!o.status.success(), "--tls-cert needs --tls-key");
     assert!(stderr(&o).contains("--tls-key"), "{}", stderr(&o));
+}
+
+/// Lowercase hex SHA-256 of the DER certificate in an agent's `tls.cert.pem`: its pin.
+fn pin_of(agent_dir: &Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    let der =
+        rustls::pki_types::CertificateDer::from_pem_file(agent_dir.join("tls.cert.pem")).unwrap();
+    format!("{:x}", sha2::Sha256::digest(der.as_ref()))
+}
+
+async fn check_now(api: &Api, id: &str) -> serde_json::Value {
+    let (status, body) = api
+        .send(reqwest::Method::POST, &format!("/agents/{id}/check"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The agent's timeline as shown on its page.
+async fn timeline(browser: &Browser, id: &str) -> String {
+    let (status, page) = browser.get(&format!("/agents/{id}")).await;
+    assert_eq!(status, 200);
+    texts(&page, "#timeline tbody tr").join("\n")
+}
+
+#[tokio::test]
+async fn the_console_calls_agents_only_over_tls_to_the_certificate_pinned_at_enrollment() {
+    let console = Console::start(FAST);
+    let api = Api::new(&console, ADMIN);
+    let token = console.enrollment_token(2);
+    let mut agent = Agent::install(&console, &token, "pin01");
+    let id = agent.agent_id();
+    let key = agent.dir.path().join("tls.key.pem");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the agent's TLS key must be 0600");
+    let first_pin = pin_of(agent.dir.path());
+
+    // Polled over TLS: Check now answers, the agent is healthy.
+    agent.start("1s");
+    let healthy = wait_for("a healthy agent", Duration::from_secs(30), || async {
+        api.agent(&id).await.filter(|a| a["health"] == "healthy")
+    })
+    .await;
+    let api_url = healthy["api_url"].as_str().unwrap().to_string();
+    assert!(api_url.starts_with("https://127.0.0.1:"), "{api_url}");
+    let check = check_now(&api, &id).await;
+    assert_eq!(check["ok"], true, "{check}");
+    // The agent API speaks TLS only.
+    let plain = api_url.replace("https://", "http://");
+    let answer = reqwest::Client::new()
+        .get(format!("{plain}/v1/health"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(answer.is_err(), "plain HTTP answered: {answer:?}");
+    // The timeline names the pinned certificate.
+    let browser = Browser::new(&console);
+    assert_eq!(browser.sign_in(READER, PASSWORD).await, 303);
+    let events = timeline(&browser, &id).await;
+    assert!(events.contains(&first_pin[..16]), "{events}");
+
+    // Another key pair under the same file names: the console refuses it.
+    agent.kill();
+    let other =
+        rcgen::generate_simple_self_signed(vec!["agent.hybridsync.invalid".into()]).unwrap();
+    std::fs::write(agent.dir.path().join("tls.cert.pem"), other.cert.pem()).unwrap();
+    std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+    agent.start("1s");
+    let restarted = wait_for(
+        "a heartbeat from the restarted agent",
+        Duration::from_secs(30),
+        || async {
+            api.agent(&id)
+                .await
+                .filter(|a| a["api_url"].as_str() != Some(api_url.as_str()))
+        },
+    )
+    .await;
+    let check = check_now(&api, &id).await;
+    assert_eq!(check["ok"], false, "{check}");
+    assert_eq!(
+        check["message"],
+        format!("health endpoint unreachable: {MISMATCH}"),
+        "{check}"
+    );
+    assert_eq!(check["agent"]["health"], "unhealthy", "{check}");
+    assert_eq!(
+        check["agent"]["health_reason"],
+        format!("health endpoint unreachable: {MISMATCH}")
+    );
+    // Heartbeats keep coming, polls keep failing: it stays unhealthy.
+    let since = restarted["last_heartbeat_at"].clone();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = api.agent(&id).await.unwrap();
+        assert_eq!(now["health"], "unhealthy", "{now}");
+        // (A poll that timed out on a loaded machine would say so instead; it still fails.)
+        assert!(now["last_poll_error"].is_string(), "{now}");
+    }
+    let now = api.agent(&id).await.unwrap();
+    assert_ne!(now["last_heartbeat_at"], since, "heartbeats stopped: {now}");
+    // Check now on the agent's page, and the timeline, say why.
+    let (status, page) = browser.get(&format!("/agents/{id}")).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, location, _) = browser
+        .post(&format!("/agents/{id}/check"), &[("csrf", &csrf_of(&page))])
+        .await;
+    assert_eq!(status, 303, "{location}");
+    let (_, page) = browser.get(&location).await;
+    let shown = texts(&page, "#check-result").join(" ");
+    assert!(shown.contains(MISMATCH), "{shown}");
+    let events = timeline(&browser, &id).await;
+    assert!(events.contains(MISMATCH), "{events}");
+
+    // A re-install makes a new pair and rotates the pin: polls work again.
+    agent.kill();
+    let o = install_into(agent.dir.path(), &console.url, &token, "pin01", &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(agent.agent_id(), id);
+    let second_pin = pin_of(agent.dir.path());
+    assert_ne!(second_pin, first_pin);
+    agent.start("1s");
+    wait_for("Check now to succeed", Duration::from_secs(30), || async {
+        let check = check_now(&api, &id).await;
+        (check["ok"] == true).then_some(())
+    })
+    .await;
+    wait_for(
+        "the agent healthy again",
+        Duration::from_secs(30),
+        || async { api.agent(&id).await.filter(|a| a["health"] == "healthy") },
+    )
+    .await;
+    let events = timeline(&browser, &id).await;
+    assert!(events.contains(&second_pin[..16]), "{events}");
 }

@@ -28,6 +28,9 @@
 #   SLAPD_EXTRA_LDIF=file  extra LDIF added (as rootdn) after seeding
 #   SLAPD_DEBUG=0          slapd -d level (e.g. stats, or 256); output goes to $DIR/slapd.log
 #   SLAPD_MAX_FAILURE=3    ppolicy pwdMaxFailure (lockout after N bad binds)
+#   SLAPD_MIN_LENGTH=0     ppolicy pwdMinLength; above 0 also turns quality checking on (pwdCheckQuality 2)
+#   SLAPD_BULK_LDIF=file   loaded offline with `slapadd -q` before slapd starts (benchmarks: it must
+#                          hold the suffix entry itself); the online seed is then skipped
 set -euo pipefail
 
 SLAPD_BIN=${SLAPD_BIN:-/usr/sbin/slapd}
@@ -71,6 +74,8 @@ cmd_start() {
   local console_pw=${SLAPD_CONSOLE_PW:-console}
   local user_pw=${SLAPD_USER_PW:-password}
   local max_failure=${SLAPD_MAX_FAILURE:-3}
+  local min_length=${SLAPD_MIN_LENGTH:-0} check_quality=0
+  [ "$min_length" -gt 0 ] && check_quality=2
   local dc1=${suffix%%,*}; dc1=${dc1#*=}
 
   local dir
@@ -177,6 +182,10 @@ EOF
 
   slapadd -n0 -F "$dir/slapd.d" -l "$dir/config.ldif" >"$dir/slapadd.log" 2>&1 \
     || { cat "$dir/slapadd.log" >&2; die "slapadd of cn=config failed"; }
+  if [ -n "${SLAPD_BULK_LDIF:-}" ]; then
+    slapadd -q -n1 -F "$dir/slapd.d" -l "$SLAPD_BULK_LDIF" >>"$dir/slapadd.log" 2>&1 \
+      || { cat "$dir/slapadd.log" >&2; die "slapadd of $SLAPD_BULK_LDIF failed"; }
+  fi
 
   # Foreground (-d) so that the PID we get is slapd's own and logs land in a file.
   # setsid: own session, so a Ctrl-C / SIGHUP to the caller's group does not hit it.
@@ -222,8 +231,8 @@ pwdFailureCountInterval: 0
 pwdAllowUserChange: TRUE
 pwdMustChange: FALSE
 pwdSafeModify: FALSE
-pwdCheckQuality: 0
-pwdMinLength: 0
+pwdCheckQuality: $check_quality
+pwdMinLength: $min_length
 pwdInHistory: 0
 
 EOF
@@ -297,8 +306,10 @@ EOF
     fi
   } >"$dir/seed.ldif"
 
+  if [ -z "${SLAPD_BULK_LDIF:-}" ]; then
   ldapadd -x -H "$ldap_uri" -D "cn=admin,$suffix" -w "$admin_pw" -f "$dir/seed.ldif" >"$dir/seed.log" 2>&1 \
     || { kill "$pid" 2>/dev/null; cat "$dir/seed.log" >&2; die "seeding failed"; }
+  fi
   if [ -n "${SLAPD_EXTRA_LDIF:-}" ]; then
     ldapadd -x -H "$ldap_uri" -D "cn=admin,$suffix" -w "$admin_pw" -f "$SLAPD_EXTRA_LDIF" >>"$dir/seed.log" 2>&1 \
       || { kill "$pid" 2>/dev/null; cat "$dir/seed.log" >&2; die "extra LDIF failed"; }

@@ -8,6 +8,9 @@
 //!
 //! This module knows neither axum nor reqwest: it is plain serde so each side stays testable.
 
+pub mod sync;
+pub mod writeback;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -113,6 +116,11 @@ pub struct EnrollRequest {
     /// Set when the data dir already holds a credential: the console then keeps the same agent id.
     #[serde(default)]
     pub existing: Option<ExistingAgent>,
+    /// Lowercase hex SHA-256 of the DER certificate the agent serves its API with. The console
+    /// pins it and refuses any other certificate when it calls the agent; every install (re-install
+    /// included) generates a new certificate, so it also rotates the pin.
+    #[serde(default)]
+    pub tls_cert_sha256: Option<String>,
 }
 
 /// Proof that the installing machine already is a known agent.
@@ -230,6 +238,10 @@ pub struct BatchEnrollRequest {
     #[serde(default)]
     pub environment: Environment,
     pub version: String,
+    /// As in [`EnrollRequest`], pinned for every agent of the batch (the simulator's agents share
+    /// one certificate).
+    #[serde(default)]
+    pub tls_cert_sha256: Option<String>,
 }
 
 /// One enrolled agent of a batch, in request order.
