@@ -339,7 +339,12 @@ impl Syncer {
             .await
             .map_err(|e| anyhow!("the batch sender stopped: {e}"))?;
         send_result?;
-        read_result.map_err(|e| anyhow!(e))?;
+        read_result.map_err(|e| match e.rc() {
+            Some(4) => anyhow!(
+                "the directory stopped the search at its size limit (LDAP result 4): give the agents' service account group no size limit (OpenLDAP: olcLimits … size=unlimited, see the README)"
+            ),
+            _ => anyhow!(e),
+        })?;
 
         // Deletions: a full cycle sent everything (the console deletes what did not come); a delta
         // compares the anchors present now with the previous cycle's.

@@ -5,6 +5,7 @@
 use super::directory::{load_all, DirectoryConfig};
 use crate::directory::conn::Connection;
 use crate::directory::password::{self, Change, WritebackError};
+use crate::directory::Dialect;
 use crate::protocol::writeback::{PasswordRequest, UnlockRequest, VerifyRequest, WritebackOutcome};
 use std::path::Path;
 
@@ -65,16 +66,40 @@ pub(crate) async fn set_password(
     req: &PasswordRequest,
 ) -> Result<WritebackOutcome, AgentTrouble> {
     let dir = directory(data_dir, &req.domain)?;
-    let mut conn = service_connection(data_dir, &dir).await?;
-    let change = match &req.old_password {
-        Some(old) => Change::Change {
-            old,
-            new: &req.new_password,
-        },
-        None => Change::Reset {
-            new: &req.new_password,
-            must_change: req.must_change_at_next_sign_in,
-        },
+    let (mut conn, change) = match &req.old_password {
+        // OpenLDAP checks the old password of a Password Modify only for the user's own
+        // connection (and applies pwdMinAge then): bind as the user.
+        Some(old) if dir.dialect == Dialect::OpenLdap => {
+            let target = dir
+                .target(data_dir)
+                .map_err(|e| AgentTrouble::Directory(format!("{e:#}")))?;
+            let conn = match Connection::bind_new(&target, &req.dn, old).await {
+                Ok(conn) => conn,
+                Err(e) if e.rc() == Some(49) => {
+                    return outcome(Err(WritebackError::WrongPassword), None)
+                }
+                Err(e) => return Err(AgentTrouble::Directory(e.to_string())),
+            };
+            let change = Change::Change {
+                old,
+                new: &req.new_password,
+            };
+            (conn, change)
+        }
+        Some(old) => (
+            service_connection(data_dir, &dir).await?,
+            Change::Change {
+                old,
+                new: &req.new_password,
+            },
+        ),
+        None => (
+            service_connection(data_dir, &dir).await?,
+            Change::Reset {
+                new: &req.new_password,
+                must_change: req.must_change_at_next_sign_in,
+            },
+        ),
     };
     let result = password::apply(&mut conn, dir.dialect, &req.dn, change).await;
     conn.close().await;

@@ -10,6 +10,8 @@ use super::throttle::{Limits, SignInThrottle};
 #[derive(Debug)]
 pub struct Identity {
     pub throttle: SignInThrottle,
+    /// The self-service portal's (`/my`): synced users, counted apart from console accounts.
+    pub self_service_throttle: SignInThrottle,
     /// Set when `serve --oidc-issuer …` is given.
     pub oidc: Option<Oidc>,
     /// False with `serve --disable-local-sign-in`: only the OpenID Connect provider signs people in.
@@ -30,6 +32,7 @@ impl Identity {
         Identity {
             device,
             throttle: SignInThrottle::new(Limits::default()),
+            self_service_throttle: SignInThrottle::new(Limits::default()),
             oidc,
             local_sign_in,
             secure_cookies,

@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod identity;
+pub mod ldap_hash;
 pub mod oidc;
 pub mod password;
 pub mod throttle;

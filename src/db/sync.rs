@@ -249,7 +249,7 @@ pub async fn latest_preview(
 // Directory objects
 
 /// One imported object, with its cloud directory object when provisioned.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, Serialize)]
 pub struct ObjectRow {
     pub object_id: String,
     pub domain: String,
@@ -351,6 +351,28 @@ pub async fn insert_object(conn: &mut SqliteConnection, o: &ObjectRow) -> sqlx::
     .bind(o.provisioned_at)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Inserts many new rows with one statement per chunk (a first sync brings 150,000).
+pub async fn insert_objects(conn: &mut SqliteConnection, rows: &[ObjectRow]) -> sqlx::Result<()> {
+    for chunk in rows.chunks(1000) {
+        sqlx::query(
+            "INSERT INTO directory_objects (object_id, domain, kind, anchor, dn, source_hash, \
+             source_json, in_scope, gone, provisioned, attributes_json, display_name, \
+             user_principal_name, password_hash, password_synced_at, last_seen_cycle, created_at, \
+             updated_at, provisioned_at) \
+             SELECT value ->> 'object_id', value ->> 'domain', value ->> 'kind', value ->> 'anchor', \
+             value ->> 'dn', value ->> 'source_hash', value ->> 'source_json', value ->> 'in_scope', \
+             value ->> 'gone', value ->> 'provisioned', value ->> 'attributes_json', \
+             value ->> 'display_name', value ->> 'user_principal_name', value ->> 'password_hash', \
+             value ->> 'password_synced_at', value ->> 'last_seen_cycle', value ->> 'created_at', \
+             value ->> 'updated_at', value ->> 'provisioned_at' FROM json_each(?)",
+        )
+        .bind(json_param(&chunk)?)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

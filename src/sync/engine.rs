@@ -257,6 +257,7 @@ pub async fn apply_batch(
     };
     let mut applied = Applied::default();
     let mut unchanged: Vec<String> = Vec::new();
+    let mut new_rows: Vec<ObjectRow> = Vec::new();
     let mut logs = Vec::new();
     if ctx.dry_run {
         if let Some(cycle) = &ctx.cycle_id {
@@ -276,7 +277,21 @@ pub async fn apply_batch(
                 continue;
             }
         }
-        let outcome = import_one(conn, ctx, object, row, &hash, &selected_members, now).await?;
+        // Groups resolve members against the rows written so far.
+        if object.kind == ObjectKind::Group && !new_rows.is_empty() {
+            store::insert_objects(conn, &std::mem::take(&mut new_rows)).await?;
+        }
+        let outcome = import(
+            conn,
+            ctx,
+            object,
+            row,
+            &hash,
+            &selected_members,
+            now,
+            Some(&mut new_rows),
+        )
+        .await?;
         applied.counts.count(&outcome);
         if outcome.logged() && !ctx.dry_run {
             logs.push(log_of(
@@ -289,6 +304,7 @@ pub async fn apply_batch(
         applied.outcomes.push(outcome);
     }
     if !ctx.dry_run {
+        store::insert_objects(conn, &new_rows).await?;
         if let Some(cycle) = &ctx.cycle_id {
             let ids: Vec<&str> = unchanged.iter().map(String::as_str).collect();
             store::mark_seen(conn, &ids, cycle).await?;
@@ -321,6 +337,22 @@ pub async fn import_one(
     hash: &str,
     selected_members: &HashSet<String>,
     now: i64,
+) -> sqlx::Result<Outcome> {
+    import(conn, ctx, object, row, hash, selected_members, now, None).await
+}
+
+/// [`import_one`]; with `defer_new`, a new user's row is handed back for a bulk insert instead of
+/// being written (groups are always written at once: their memberships reference them).
+#[allow(clippy::too_many_arguments)]
+async fn import(
+    conn: &mut SqliteConnection,
+    ctx: &Context,
+    object: &SourceObject,
+    row: Option<ObjectRow>,
+    hash: &str,
+    selected_members: &HashSet<String>,
+    now: i64,
+    defer_new: Option<&mut Vec<ObjectRow>>,
 ) -> sqlx::Result<Outcome> {
     let mut steps = vec![step(
         "Import",
@@ -507,10 +539,12 @@ pub async fn import_one(
         outcome.target_id = None;
     }
     if !ctx.dry_run {
-        if row.is_some() {
-            store::save_object(conn, &new_row).await?;
-        } else {
-            store::insert_object(conn, &new_row).await?;
+        match (&row, defer_new) {
+            (Some(_), _) => store::save_object(conn, &new_row).await?,
+            (None, Some(deferred)) if object.kind == ObjectKind::User => {
+                deferred.push(new_row.clone())
+            }
+            (None, _) => store::insert_object(conn, &new_row).await?,
         }
     }
     // Memberships once the group's row exists (they reference it). Every imported group keeps its

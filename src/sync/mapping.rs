@@ -451,7 +451,7 @@ fn source_values(mapping: &Mapping, source: &Attributes) -> Result<Vec<String>, 
                 target: mapping.target.clone(),
                 error,
             };
-            let parsed = expr::parse(expression).map_err(expression_error)?;
+            let parsed = parsed_expression(expression).map_err(expression_error)?;
             parsed
                 .evaluate(source)
                 .map_err(expression_error)?
@@ -460,6 +460,28 @@ fn source_values(mapping: &Mapping, source: &Attributes) -> Result<Vec<String>, 
                 .collect()
         }
     })
+}
+
+thread_local! {
+    /// Parsed expressions by their text: a cycle maps 150,000 objects with the same few expressions.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<expr::Expr>>> =
+        Default::default();
+}
+
+/// `expr::parse`, remembered per thread (bounded: a few configurations' expressions).
+fn parsed_expression(text: &str) -> Result<std::rc::Rc<expr::Expr>, expr::ExprError> {
+    if let Some(hit) = PARSED.with(|cache| cache.borrow().get(text).cloned()) {
+        return Ok(hit);
+    }
+    let parsed = std::rc::Rc::new(expr::parse(text)?);
+    PARSED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= 512 {
+            cache.clear();
+        }
+        cache.insert(text.to_owned(), std::rc::Rc::clone(&parsed));
+    });
+    Ok(parsed)
 }
 
 fn to_json(target: &str, values: Vec<String>) -> Result<Option<serde_json::Value>, MappingError> {

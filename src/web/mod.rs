@@ -13,10 +13,12 @@ pub mod metrics;
 pub mod oidc;
 pub mod openapi;
 pub mod sections;
+pub mod self_service;
 pub mod session;
 pub mod sync_api;
 pub mod view;
 pub mod writeback_api;
+pub mod writeback_pages;
 
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -99,10 +101,24 @@ pub fn router(state: AppState) -> Router {
         .route("/provisioning-logs/{id}", get(directory_pages::show_log))
         .route(
             "/password-reset/on-premises-integration",
-            get(sections::on_premises_integration),
+            get(writeback_pages::show_integration).post(writeback_pages::save_integration),
         )
         .route("/users", get(directory_pages::list_users))
         .route("/users/{id}", get(directory_pages::show_user))
+        .route(
+            "/users/{id}/reset-password",
+            post(writeback_pages::reset_password),
+        )
+        .route("/users/{id}/unlock", post(writeback_pages::unlock))
+        // The self-service portal of synced users (its own session cookie).
+        .route(
+            "/my",
+            get(self_service::show_sign_in).post(self_service::submit_sign_in),
+        )
+        .route("/my/account", get(self_service::show_account))
+        .route("/my/account/password", post(self_service::change_password))
+        .route("/my/account/unlock", post(self_service::unlock))
+        .route("/my/logout", post(self_service::logout))
         .route("/groups", get(directory_pages::list_groups))
         .route("/groups/{id}", get(directory_pages::show_group))
         .route("/audit-logs", get(sections::audit_logs))

@@ -1,5 +1,4 @@
-//! Audit logs, and the section later work fills (Password reset > On-premises integration), which
-//! shows an honest empty state until then.
+//! Audit logs.
 
 use super::error::AppResult;
 use super::session::CurrentUser;
@@ -63,23 +62,5 @@ pub async fn audit_logs(
             PAGE_SIZE,
             q.offset,
         ),
-    })
-}
-
-#[derive(Template)]
-#[template(path = "empty_section.html")]
-struct EmptySection {
-    layout: Layout,
-    title: &'static str,
-    breadcrumb: &'static str,
-    message: &'static str,
-}
-
-pub async fn on_premises_integration(user: CurrentUser) -> AppResult<Response> {
-    render(&EmptySection {
-        layout: Layout::new(&user, "on-premises-integration"),
-        title: "On-premises integration",
-        breadcrumb: "Password reset",
-        message: "Password writeback is not available yet: it needs synced users and agents connected to a directory.",
     })
 }

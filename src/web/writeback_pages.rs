@@ -11,7 +11,6 @@ use crate::state::AppState;
 use crate::writeback::{self, Operation};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -194,7 +193,8 @@ pub async fn unlock(
     Form(form): Form<CsrfForm>,
 ) -> AppResult<Response> {
     user.check_csrf(&form.csrf, &state.key)?;
-    user.principal.require_manage("unlocking a user's account")?;
+    user.principal
+        .require_manage("unlocking a user's account")?;
     let target = writeback_api::synced_user(&state, &id)
         .await
         .map_err(|e| e.0)?;
@@ -216,9 +216,4 @@ pub async fn unlock(
     })
     .map_err(AppError::from);
     outcome_page(&state, &user, &id, outcome).await
-}
-
-/// Lets a handler answer with a status other than 200 and the page.
-pub fn with_status(status: StatusCode, page: Response) -> Response {
-    (status, page).into_response()
 }

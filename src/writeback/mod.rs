@@ -220,6 +220,10 @@ pub async fn perform(
             crate::db::sync::clear_lock(&mut conn, &user.object_id).await?;
         }
     }
+    // The synced hash is the old password's now: self-service sign-in must not accept it.
+    if result.is_ok() && matches!(op, Operation::Reset { .. } | Operation::Change { .. }) {
+        crate::db::self_service::forget_password_hash(&mut conn, &user.object_id).await?;
+    }
     result
 }
 

@@ -73,7 +73,8 @@ api -X PATCH "$URL/api/v1/configurations/$ID" -d '{"interval_seconds": 86400}' >
 
 last_cycle() { api "$URL/api/v1/configurations/$ID" | python3 -c '
 import sys,json; c=json.load(sys.stdin)["last_cycle"] or {}
-print(c.get("id",""), c.get("state",""), c.get("duration_ms",""), c.get("imported",""), c.get("created",""), c.get("updated",""), c.get("kind",""))'; }
+print(c.get("id",""), c.get("state",""), c.get("duration_ms",""), c.get("imported",""), c.get("created",""), c.get("updated",""), c.get("kind",""))
+if c.get("error"): print("cycle error:", c["error"], file=sys.stderr)'; }
 wait_cycle() { # $1 = previous cycle id; prints the new cycle's fields
   local line
   while true; do

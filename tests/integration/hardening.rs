@@ -451,6 +451,80 @@ async fn authorization_matrix_covers_every_route_and_principal() {
             body: Body::None,
             expect: [303, 200, 200, 200, 303],
         },
+        // Saving the options: managers are sent back to the page (an agent exists here).
+        Row {
+            method: M::POST,
+            route: "/password-reset/on-premises-integration",
+            path: p("/password-reset/on-premises-integration"),
+            body: Body::Form(vec![("enable_writeback", p("1"))]),
+            expect: [303, 403, 303, 303, 303],
+        },
+        Row {
+            method: M::POST,
+            route: "/users/{id}/reset-password",
+            path: p("/users/no-such-id/reset-password"),
+            body: Body::Form(vec![
+                ("new_password", p("Matrix-Passw0rd")),
+                ("confirm_password", p("Matrix-Passw0rd")),
+            ]),
+            expect: [303, 403, 404, 404, 303],
+        },
+        Row {
+            method: M::POST,
+            route: "/users/{id}/unlock",
+            path: p("/users/no-such-id/unlock"),
+            body: Body::Form(vec![]),
+            expect: [303, 403, 404, 404, 303],
+        },
+        // The self-service portal answers anyone; a console session is no self-service session,
+        // so its pages send everyone to the portal's sign-in, and its sign-in form needs the
+        // pre-session cookie's CSRF token.
+        Row {
+            method: M::GET,
+            route: "/my",
+            path: p("/my"),
+            body: Body::None,
+            expect: [200; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/my",
+            path: p("/my"),
+            body: Body::Form(vec![("upn", p("alice@example.test")), ("password", p("x"))]),
+            expect: [403; 5],
+        },
+        Row {
+            method: M::GET,
+            route: "/my/account",
+            path: p("/my/account"),
+            body: Body::None,
+            expect: [303; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/my/account/password",
+            path: p("/my/account/password"),
+            body: Body::Form(vec![
+                ("current_password", p("x")),
+                ("new_password", p("y")),
+                ("confirm_password", p("y")),
+            ]),
+            expect: [303; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/my/account/unlock",
+            path: p("/my/account/unlock"),
+            body: Body::Form(vec![]),
+            expect: [303; 5],
+        },
+        Row {
+            method: M::POST,
+            route: "/my/logout",
+            path: p("/my/logout"),
+            body: Body::Form(vec![]),
+            expect: [303; 5],
+        },
         Row {
             method: M::GET,
             route: "/users",

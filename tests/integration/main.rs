@@ -18,3 +18,4 @@ mod sync;
 mod sync_pages;
 mod tls;
 mod writeback;
+mod writeback_pages;

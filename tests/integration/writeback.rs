@@ -61,14 +61,23 @@ async fn synced(api: &Api, domain: &str, scope: Option<Value>) -> String {
     })
     .await;
     if let Some(scope) = scope {
-        let (status, body) = api
-            .send(
-                Method::PATCH,
-                &format!("/configurations/{id}"),
-                Some(json!({"scope": scope})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        // The DNs are checked through the agent, which may still be starting (its first
+        // heartbeat reports the address the console calls).
+        let mut last = (0, Value::Null);
+        for _ in 0..40 {
+            last = api
+                .send(
+                    Method::PATCH,
+                    &format!("/configurations/{id}"),
+                    Some(json!({"scope": scope})),
+                )
+                .await;
+            if last.0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(last.0, 200, "{}", last.1);
     }
     sync_now(api, &id, "enable").await;
     id

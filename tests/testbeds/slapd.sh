@@ -101,6 +101,7 @@ olcTLSCertificateKeyFile: $dir/tls/key.pem"
   if [ -z "${SLAPD_NO_AGENT_ACL:-}" ]; then
     agent_acl="olcAccess: {0}to attrs=userPassword,pwdAccountLockedTime,pwdReset by group.exact=\"cn=provAgentSvcGroup,$suffix\" write by * break
 olcAccess: {1}to * by group.exact=\"cn=provAgentSvcGroup,$suffix\" read by * break
+olcLimits: group/groupOfNames/member=\"cn=provAgentSvcGroup,$suffix\" size=unlimited time=unlimited
 "
     acl_base=2
   fi
@@ -157,6 +158,7 @@ olcRootPW: $admin_hash
 olcDbIndex: objectClass eq
 olcDbIndex: uid,cn,mail,member,memberOf eq
 olcDbIndex: entryUUID eq
+olcDbIndex: modifyTimestamp eq
 olcLastMod: TRUE
 ${agent_acl}olcAccess: {$((acl_base))}to attrs=userPassword by self write by dn.exact="cn=console,ou=services,$suffix" write by anonymous auth by * none
 olcAccess: {$((acl_base+1))}to * by dn.exact="cn=console,ou=services,$suffix" write by dn.exact="cn=noread,ou=services,$suffix" none by self read by users read by * none
