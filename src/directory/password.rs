@@ -141,16 +141,24 @@ pub async fn apply(
             conn.password_modify(dn, old, new, "set the password")
                 .await
                 .map_err(|e| map_error(e, dn))?;
-            if must_change {
-                conn.modify(
-                    dn,
-                    vec![Mod::Replace("pwdReset", HashSet::from(["TRUE"]))],
-                    Vec::new(),
-                    &[],
-                    "require a password change at next sign-in",
-                )
-                .await
-                .map_err(|e| map_error(e, dn))?;
+            // An administrator's reset decides whether the user must change it; a user's own
+            // change is final (the server clears pwdReset itself).
+            if old.is_none() {
+                let (mods, what) = if must_change {
+                    (
+                        vec![Mod::Replace("pwdReset", HashSet::from(["TRUE"]))],
+                        "require a password change at next sign-in",
+                    )
+                } else {
+                    (
+                        vec![Mod::Delete("pwdReset", HashSet::new())],
+                        "clear a pending password change",
+                    )
+                };
+                // 16 noSuchAttribute: no change was pending.
+                conn.modify(dn, mods, Vec::new(), &[16], what)
+                    .await
+                    .map_err(|e| map_error(e, dn))?;
             }
             Ok(())
         }

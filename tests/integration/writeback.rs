@@ -231,6 +231,31 @@ async fn openldap_reset_policy_unlock_failover_and_refusals() {
     let (_, detail) = api.get(&format!("/users/{carol}")).await;
     assert_eq!(detail["locked"], false, "{detail}");
 
+    // "Must change at next sign-in" sets pwdReset; a plain reset clears it again.
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/users/{alice}/reset-password"),
+            Some(json!({"new_password": "Temp-Passw0rd-9", "must_change_at_next_sign_in": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut admin = Connection::bind_new(
+        &target(slapd.ldaps_url(), slapd.ca_cert()),
+        slapd.admin_dn(),
+        slapd.admin_password(),
+    )
+    .await
+    .unwrap();
+    let pwd_reset =
+        |e: Option<ldap3::SearchEntry>| e.and_then(|e| e.attrs.get("pwdReset").cloned());
+    let entry = admin.read(&alice_dn, &["pwdReset"], "read").await.unwrap();
+    assert_eq!(pwd_reset(entry), Some(vec!["TRUE".to_string()]));
+    let (status, body) = reset(&api, &alice, new_password).await;
+    assert_eq!(status, 200, "{body}");
+    let entry = admin.read(&alice_dn, &["pwdReset"], "read").await.unwrap();
+    assert_eq!(pwd_reset(entry), None);
+
     // The agent that would serve first is killed: the next one does it.
     let (_, agents) = api.get("/agents").await;
     assert_eq!(agents["total"], 2);
@@ -423,6 +448,7 @@ async fn active_directory_reset_policy_and_unlock() {
             &pso,
             "1",
             "--account-lockout-threshold=3",
+            "--min-pwd-age=0",
             "--account-lockout-duration=30",
             "--reset-account-lockout-after=30",
             "-s",
@@ -531,4 +557,69 @@ async fn active_directory_reset_policy_and_unlock() {
         )
         .await
     );
+
+    // A user's own change at /my: no hash is synced from AD, so the agent checks the password with
+    // a bind; the change deletes the old unicodePwd and adds the new one.
+    let (status, _) = set_integration(&api, true, true).await;
+    assert_eq!(status, 200);
+    let me = Browser::new(&console);
+    let (_, html) = me.get("/my").await;
+    let (status, location, _) = me
+        .post(
+            "/my",
+            &[
+                ("csrf", &csrf_of(&html)),
+                ("upn", "gina.wb@corp.example.test"),
+                ("password", "Gina-Reset-Passw0rd-2"),
+            ],
+        )
+        .await;
+    assert_eq!((status, location.as_str()), (303, "/my/account"));
+    let (_, html) = me.get("/my/account").await;
+    let (status, _, page) = me
+        .post(
+            "/my/account/password",
+            &[
+                ("csrf", &csrf_of(&html)),
+                ("current_password", "Gina-Reset-Passw0rd-2"),
+                ("new_password", "Gina-Own-Passw0rd-3"),
+                ("confirm_password", "Gina-Own-Passw0rd-3"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        binds(
+            ad.ldaps_url(),
+            ad.ca_cert(),
+            "gina.wb@corp.example.test",
+            "Gina-Own-Passw0rd-3"
+        )
+        .await
+    );
+    assert!(
+        !binds(
+            ad.ldaps_url(),
+            ad.ca_cert(),
+            "gina.wb@corp.example.test",
+            "Gina-Reset-Passw0rd-2"
+        )
+        .await
+    );
+
+    // "Must change at next sign-in": pwdLastSet=0.
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/users/{id}/reset-password"),
+            Some(json!({"new_password": "Gina-Temp-Passw0rd-4", "must_change_at_next_sign_in": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let entry = admin
+        .read(&gina, &["pwdLastSet"], "read pwdLastSet")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.attrs["pwdLastSet"], vec!["0".to_string()]);
 }
