@@ -51,13 +51,7 @@ pub(crate) fn router(state: ApiState) -> Router {
 
 async fn health(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if !bearer_matches(&headers, &state.console_token_sha256) {
-        let body = error_body("unauthorized", "a valid console token is required");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(WWW_AUTHENTICATE, "Bearer")],
-            body,
-        )
-            .into_response();
+        return unauthorized();
     }
     Json(AgentHealth {
         agent_id: state.agent_id.clone(),
@@ -117,16 +111,11 @@ async fn sync_read(
     body: axum::body::Bytes,
 ) -> Response {
     use super::sync::ReadError;
-    if !bearer_matches(&headers, &state.console_token_sha256) {
-        return unauthorized();
-    }
-    let request: crate::protocol::sync::ReadRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            let message = format!("the body is not a read request: {e}");
-            return (StatusCode::BAD_REQUEST, error_body("bad_request", &message)).into_response();
-        }
-    };
+    let request: crate::protocol::sync::ReadRequest =
+        match console_request(&state, &headers, &body, "read request") {
+            Ok(r) => r,
+            Err(response) => return *response,
+        };
     match super::sync::read_one(&state.sync, &request).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e @ ReadError::NotServed(_)) => (
@@ -172,6 +161,19 @@ fn bad_body(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, error_body("bad_request", message)).into_response()
 }
 
+/// The console token checked, then the JSON body parsed: the start of every POST handler.
+fn console_request<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Box<Response>> {
+    if !bearer_matches(headers, &state.console_token_sha256) {
+        return Err(Box::new(unauthorized()));
+    }
+    parse_body(body, what).map_err(|message| Box::new(bad_body(&message)))
+}
+
 fn writeback_answer(
     result: Result<crate::protocol::writeback::WritebackOutcome, super::writeback::AgentTrouble>,
 ) -> Response {
@@ -197,12 +199,9 @@ async fn writeback_password(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !bearer_matches(&headers, &state.console_token_sha256) {
-        return unauthorized();
-    }
-    let request = match parse_body(&body, "password request") {
+    let request = match console_request(&state, &headers, &body, "password request") {
         Ok(r) => r,
-        Err(message) => return bad_body(&message),
+        Err(response) => return *response,
     };
     writeback_answer(super::writeback::set_password(&state.sync.data_dir, &request).await)
 }
@@ -213,12 +212,9 @@ async fn writeback_unlock(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !bearer_matches(&headers, &state.console_token_sha256) {
-        return unauthorized();
-    }
-    let request = match parse_body(&body, "unlock request") {
+    let request = match console_request(&state, &headers, &body, "unlock request") {
         Ok(r) => r,
-        Err(message) => return bad_body(&message),
+        Err(response) => return *response,
     };
     writeback_answer(super::writeback::unlock(&state.sync.data_dir, &request).await)
 }
@@ -229,12 +225,9 @@ async fn writeback_verify(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !bearer_matches(&headers, &state.console_token_sha256) {
-        return unauthorized();
-    }
-    let request = match parse_body(&body, "verify request") {
+    let request = match console_request(&state, &headers, &body, "verify request") {
         Ok(r) => r,
-        Err(message) => return bad_body(&message),
+        Err(response) => return *response,
     };
     writeback_answer(super::writeback::verify(&state.sync.data_dir, &request).await)
 }

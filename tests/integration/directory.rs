@@ -6,7 +6,6 @@ use crate::directory_support::*;
 use crate::support::*;
 use hybridsync::directory::conn::Connection;
 use hybridsync::directory::escape::{dn_value, filter_value};
-use hybridsync::directory::Target;
 use ldap3::Mod;
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -14,10 +13,6 @@ use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn target(url: &str, ca: &str) -> Target {
-    Target::new(url, Some(Path::new(ca))).expect("target")
-}
 
 /// Binds as `who` and reads `base`: what the agent's service account must be able to do.
 async fn can_bind_and_read(url: &str, ca: &str, who: &str, password: &str, base: &str) -> bool {

@@ -272,3 +272,67 @@ pub fn remove_directory_as_admin(
         Some(password),
     )
 }
+
+/// A directory target for `url` trusting the testbed's CA.
+pub fn target(url: &str, ca: &str) -> hybridsync::directory::Target {
+    hybridsync::directory::Target::new(url, Some(Path::new(ca))).expect("target")
+}
+
+/// Whether `dn` binds with `password` (the proof that a writeback reached the directory).
+pub async fn binds(url: &str, ca: &str, dn: &str, password: &str) -> bool {
+    match hybridsync::directory::conn::Connection::bind_new(&target(url, ca), dn, password).await {
+        Ok(conn) => {
+            conn.close().await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `add-directory --service-account create`; panics with the output if it fails.
+pub fn connect_created(
+    agent: &Agent,
+    domain: &str,
+    url: &str,
+    ca: &str,
+    admin: &str,
+    password: &str,
+) {
+    let out = add_directory(
+        agent,
+        &[
+            "--domain",
+            domain,
+            "--ldap-url",
+            url,
+            "--ca-cert",
+            ca,
+            "--admin",
+            admin,
+            "--service-account",
+            "create",
+        ],
+        password,
+    );
+    assert!(out.status.success(), "{}", all_output(&out));
+}
+
+/// Runs a configuration operation that starts a cycle and waits until a new cycle succeeded.
+pub async fn run_cycle(api: &Api, id: &str, op: &str) {
+    let (_, c) = api.get(&format!("/configurations/{id}")).await;
+    let before = c["last_cycle"]["id"].clone();
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/configurations/{id}/{op}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for("a cycle", std::time::Duration::from_secs(40), || async {
+        let (_, c) = api.get(&format!("/configurations/{id}")).await;
+        let last = &c["last_cycle"];
+        (!last.is_null() && last["id"] != before && last["state"] == "succeeded").then_some(())
+    })
+    .await;
+}

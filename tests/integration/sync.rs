@@ -7,40 +7,13 @@ use crate::directory_support::*;
 use crate::support::*;
 use hybridsync::directory::conn::Connection;
 use hybridsync::directory::escape::dn_value;
-use hybridsync::directory::Target;
 use ldap3::Mod;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn target(url: &str, ca: &str) -> Target {
-    Target::new(url, Some(Path::new(ca))).expect("target")
-}
-
-/// Connects the agent's directory with a created service account.
-fn connect(agent: &Agent, domain: &str, url: &str, ca: &str, admin: &str, password: &str) {
-    let out = add_directory(
-        agent,
-        &[
-            "--domain",
-            domain,
-            "--ldap-url",
-            url,
-            "--ca-cert",
-            ca,
-            "--admin",
-            admin,
-            "--service-account",
-            "create",
-        ],
-        password,
-    );
-    assert!(out.status.success(), "{}", all_output(&out));
-}
 
 /// Creates the domain's configuration once a running agent has reported the domain.
 async fn create_configuration(api: &Api, domain: &str, phs: bool) -> String {
@@ -162,7 +135,7 @@ async fn openldap_sync_end_to_end() {
     .await;
 
     let mut agent = Agent::install(&console, &console.enrollment_token(1), "ldap01");
-    connect(
+    connect_created(
         &agent,
         "example.test",
         slapd.ldaps_url(),
@@ -626,7 +599,7 @@ async fn failover_when_the_active_agent_is_killed() {
     let mut first = Agent::install(&console, &token, "ldap-a");
     let mut second = Agent::install(&console, &token, "ldap-b");
     for agent in [&first, &second] {
-        connect(
+        connect_created(
             agent,
             "example.test",
             slapd.ldaps_url(),
@@ -735,7 +708,7 @@ async fn active_directory_sync_with_ou_scope_deltas_and_deletions() {
     let api = Api::new(&console, ADMIN);
     let mut agent = Agent::install(&console, &console.enrollment_token(1), "dc-agent");
     let domain = ad.var("AD_REALM").to_lowercase();
-    connect(
+    connect_created(
         &agent,
         &domain,
         ad.ldaps_url(),

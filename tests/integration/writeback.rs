@@ -5,47 +5,11 @@
 use crate::directory_support::*;
 use crate::support::*;
 use hybridsync::directory::conn::Connection;
-use hybridsync::directory::Target;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn target(url: &str, ca: &str) -> Target {
-    Target::new(url, Some(Path::new(ca))).expect("target")
-}
-
-async fn binds(url: &str, ca: &str, dn: &str, password: &str) -> bool {
-    match Connection::bind_new(&target(url, ca), dn, password).await {
-        Ok(conn) => {
-            conn.close().await;
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-fn connect(agent: &Agent, domain: &str, url: &str, ca: &str, admin: &str, password: &str) {
-    let out = add_directory(
-        agent,
-        &[
-            "--domain",
-            domain,
-            "--ldap-url",
-            url,
-            "--ca-cert",
-            ca,
-            "--admin",
-            admin,
-            "--service-account",
-            "create",
-        ],
-        password,
-    );
-    assert!(out.status.success(), "{}", all_output(&out));
-}
 
 /// A configuration for `domain`, enabled, with its first cycle done.
 async fn synced(api: &Api, domain: &str, scope: Option<Value>) -> String {
@@ -79,23 +43,8 @@ async fn synced(api: &Api, domain: &str, scope: Option<Value>) -> String {
         }
         assert_eq!(last.0, 200, "{}", last.1);
     }
-    sync_now(api, &id, "enable").await;
+    run_cycle(api, &id, "enable").await;
     id
-}
-
-async fn sync_now(api: &Api, id: &str, op: &str) {
-    let (_, c) = api.get(&format!("/configurations/{id}")).await;
-    let before = c["last_cycle"]["id"].clone();
-    let (status, body) = api
-        .send(Method::POST, &format!("/configurations/{id}/{op}"), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    wait_for("a cycle", WAIT, || async {
-        let (_, c) = api.get(&format!("/configurations/{id}")).await;
-        let last = &c["last_cycle"];
-        (!last.is_null() && last["id"] != before && last["state"] == "succeeded").then_some(())
-    })
-    .await;
 }
 
 async fn user_id(api: &Api, upn: &str) -> String {
@@ -151,7 +100,7 @@ async fn openldap_reset_policy_unlock_failover_and_refusals() {
     let mut first = Agent::install(&console, &token, "ldap-a");
     let mut second = Agent::install(&console, &token, "ldap-b");
     for agent in [&first, &second] {
-        connect(
+        connect_created(
             agent,
             "example.test",
             slapd.ldaps_url(),
@@ -215,7 +164,7 @@ async fn openldap_reset_policy_unlock_failover_and_refusals() {
         !binds(slapd.ldaps_url(), slapd.ca_cert(), &carol_dn, "password").await,
         "locked out"
     );
-    sync_now(&api, &config, "sync-now").await;
+    run_cycle(&api, &config, "sync-now").await;
     let carol = user_id(&api, "carol@example.test").await;
     let (_, detail) = api.get(&format!("/users/{carol}")).await;
     assert_eq!(
@@ -480,7 +429,7 @@ async fn active_directory_reset_policy_and_unlock() {
     let api = Api::new(&console, ADMIN);
     let mut agent = Agent::install(&console, &console.enrollment_token(1), "dc-wb");
     let domain = ad.var("AD_REALM").to_lowercase();
-    connect(
+    connect_created(
         &agent,
         &domain,
         ad.ldaps_url(),
@@ -541,7 +490,7 @@ async fn active_directory_reset_policy_and_unlock() {
         .await,
         "locked out"
     );
-    sync_now(&api, &config, "sync-now").await;
+    run_cycle(&api, &config, "sync-now").await;
     let (_, detail) = api.get(&format!("/users/{id}")).await;
     assert_eq!(detail["locked"], true, "{detail}");
     let (status, body) = api

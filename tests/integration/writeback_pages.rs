@@ -5,11 +5,8 @@
 
 use crate::directory_support::*;
 use crate::support::*;
-use hybridsync::directory::conn::Connection;
-use hybridsync::directory::Target;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -24,14 +21,7 @@ fn text(html: &str, selector: &str) -> String {
 }
 
 async fn binds(slapd: &Slapd, dn: &str, password: &str) -> bool {
-    let target = Target::new(slapd.ldaps_url(), Some(Path::new(slapd.ca_cert()))).unwrap();
-    match Connection::bind_new(&target, dn, password).await {
-        Ok(conn) => {
-            conn.close().await;
-            true
-        }
-        Err(_) => false,
-    }
+    crate::directory_support::binds(slapd.ldaps_url(), slapd.ca_cert(), dn, password).await
 }
 
 /// An admin-like browser, signed in.
@@ -178,23 +168,8 @@ async fn synced_with_hashes(api: &Api, domain: &str) -> String {
         (status == 201).then(|| body["id"].as_str().unwrap().to_string())
     })
     .await;
-    sync_now(api, &id, "enable").await;
+    run_cycle(api, &id, "enable").await;
     id
-}
-
-async fn sync_now(api: &Api, id: &str, op: &str) {
-    let (_, c) = api.get(&format!("/configurations/{id}")).await;
-    let before = c["last_cycle"]["id"].clone();
-    let (status, body) = api
-        .send(Method::POST, &format!("/configurations/{id}/{op}"), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    wait_for("a cycle", WAIT, || async {
-        let (_, c) = api.get(&format!("/configurations/{id}")).await;
-        let last = &c["last_cycle"];
-        (!last.is_null() && last["id"] != before && last["state"] == "succeeded").then_some(())
-    })
-    .await;
 }
 
 async fn user(api: &Api, upn: &str) -> Value {
@@ -277,7 +252,7 @@ async fn lock_out(bed: &Bed, dn: &str, password: &str) {
         assert!(!binds(&bed.slapd, dn, "wrong").await);
     }
     assert!(!binds(&bed.slapd, dn, password).await, "locked out");
-    sync_now(&bed.api, &bed.configuration, "sync-now").await;
+    run_cycle(&bed.api, &bed.configuration, "sync-now").await;
 }
 
 #[tokio::test]
