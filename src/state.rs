@@ -25,4 +25,8 @@ pub struct AppState {
     pub setup_token: Arc<Mutex<Option<String>>>,
     /// Sign-in throttle, OpenID Connect provider, local sign-in switch.
     pub identity: Arc<crate::auth::identity::Identity>,
+    /// Sync cycle counters for `/metrics` (the fleet's own are in `fleet.metrics`).
+    pub sync_metrics: Arc<crate::sync::metrics::SyncMetrics>,
+    /// Password writeback and unlock counters for `/metrics`.
+    pub writeback_metrics: Arc<crate::writeback::metrics::WritebackMetrics>,
 }

@@ -6,9 +6,11 @@
 //! sender task, so reading the directory and the console applying the previous batch overlap.
 //!
 //! Deltas: Active Directory by `uSNChanged` above the `highestCommittedUSN` read when the previous
-//! cycle began; OpenLDAP by `modifyTimestamp` at or after the newest one seen. Deletions are found
-//! by listing anchors (a cheap search of one attribute) and comparing with the anchors of the
-//! previous cycle, kept in `sync/<domain>.state.json`. A watermark names that state file's id, so
+//! cycle began; OpenLDAP with the syncprov overlay by RFC 4533 content sync from the cookie taken
+//! at the start of the previous cycle, which also names the deletions (from syncprov's session
+//! log); OpenLDAP without it by `modifyTimestamp` at or after the newest one seen. Otherwise
+//! deletions are found by listing anchors (a cheap search of one attribute) and comparing with the
+//! anchors of the previous cycle, kept in `sync/<domain>.state.json`. A watermark names that state file's id, so
 //! an agent taking over a domain (or one that lost its state) runs a full cycle instead of a delta
 //! it cannot compute.
 
@@ -16,6 +18,7 @@ use super::config::write_atomic;
 use super::console::Console;
 use super::directory::{load_all, DirectoryConfig};
 use crate::directory::conn::{bytes_of, Connection};
+use crate::directory::content_sync::{cookie_unusable, uuid_text, SyncItem};
 use crate::directory::{Dialect, DirectoryError};
 use crate::protocol::sync::{
     Batch, CycleKind, CycleOrder, Finish, LeaseDomain, LeaseRequest, ObjectKind, ReadRequest,
@@ -113,6 +116,21 @@ struct LocalState {
 struct Watermark {
     state: String,
     mark: String,
+    /// OpenLDAP with syncprov: the content-sync cookie (base64) the next delta starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cookie: Option<String>,
+}
+
+/// What the content-sync searches of a delta said beyond the changed entries.
+#[derive(Default)]
+struct ContentSync {
+    /// Anchors the directory reported deleted (or no longer matching) since the cookie.
+    deleted: HashSet<String>,
+    /// A present phase happened: deletions must be found by listing anchors.
+    present_phase: bool,
+    /// The cookie of the first search: the next delta starts there (changes seen by the later
+    /// search travel again, which is harmless; none can be skipped).
+    cookie: Option<Vec<u8>>,
 }
 
 impl Syncer {
@@ -244,6 +262,20 @@ impl Syncer {
             Dialect::ActiveDirectory => Some(highest_usn(&mut conn).await?),
             Dialect::OpenLdap => None,
         };
+        // OpenLDAP with syncprov: a delta starts from the saved cookie and learns deletions from
+        // the server's session log; any other cycle takes a cookie before reading, so whatever
+        // changes during the read travels again next time rather than never.
+        let cookie_from: Option<Vec<u8>> = match (&delta_from, &watermark) {
+            (Some(_), Some(w)) if dir.dialect == Dialect::OpenLdap => w
+                .cookie
+                .as_deref()
+                .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()),
+            _ => None,
+        };
+        let cookie_at_start = match (dir.dialect, &cookie_from) {
+            (Dialect::OpenLdap, None) => conn.sync_cookie(&dir.base_dn).await,
+            _ => None,
+        };
         let mut attrs: Vec<String> = order.attributes.clone();
         attrs.extend([
             d.anchor.to_owned(),
@@ -296,21 +328,15 @@ impl Syncer {
         };
         let mut seen: Vec<String> = Vec::new();
         let mut newest_change = delta_from.clone().unwrap_or_default();
+        let mut content_sync = ContentSync::default();
         let read = async {
             for (kind, filter) in [(ObjectKind::User, d.users), (ObjectKind::Group, d.groups)] {
-                let mut stream = conn
-                    .paged_stream(
-                        &dir.base_dn,
-                        &change_filter(filter),
-                        attrs.clone(),
-                        "read the directory",
-                    )
-                    .await?;
-                let mut batch = Vec::with_capacity(BATCH_SIZE);
-                while let Some(entry) = stream.next().await? {
-                    let Some(object) = converter.convert(kind, entry) else {
-                        continue;
-                    };
+                let mut batch = Batcher {
+                    tx: &tx,
+                    objects: Vec::with_capacity(BATCH_SIZE),
+                };
+                let mut take = |entry: ldap3::SearchEntry| {
+                    let object = converter.convert(kind, entry)?;
                     if dir.dialect == Dialect::OpenLdap {
                         if let Some(ts) = object.attributes.get(d.changed).and_then(|v| v.first()) {
                             if *ts > newest_change {
@@ -319,15 +345,56 @@ impl Syncer {
                         }
                     }
                     seen.push(object.anchor.clone());
-                    batch.push(object);
-                    if batch.len() == BATCH_SIZE {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_SIZE));
-                        if tx.send(full).await.is_err() {
-                            return Ok(());
+                    Some(object)
+                };
+                if let Some(cookie) = &cookie_from {
+                    let mut stream = conn
+                        .sync_stream(
+                            &dir.base_dn,
+                            filter,
+                            attrs.clone(),
+                            Some(cookie.clone()),
+                            "read the directory's changes",
+                        )
+                        .await?;
+                    while let Some(item) = stream.next().await? {
+                        match item {
+                            SyncItem::Changed(entry) => {
+                                if let Some(object) = take(entry) {
+                                    if !batch.push(object).await {
+                                        return Ok(());
+                                    }
+                                }
+                            }
+                            SyncItem::Deleted(uuids) => content_sync
+                                .deleted
+                                .extend(uuids.iter().filter_map(|u| uuid_text(u))),
+                            SyncItem::Present(_) => {}
+                        }
+                    }
+                    let end = stream.end();
+                    content_sync.present_phase |= end.saw_present || !end.refresh_deletes;
+                    if content_sync.cookie.is_none() {
+                        content_sync.cookie = end.cookie;
+                    }
+                } else {
+                    let mut stream = conn
+                        .paged_stream(
+                            &dir.base_dn,
+                            &change_filter(filter),
+                            attrs.clone(),
+                            "read the directory",
+                        )
+                        .await?;
+                    while let Some(entry) = stream.next().await? {
+                        if let Some(object) = take(entry) {
+                            if !batch.push(object).await {
+                                return Ok(());
+                            }
                         }
                     }
                 }
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                if !batch.flush().await {
                     return Ok(());
                 }
             }
@@ -340,6 +407,12 @@ impl Syncer {
             .map_err(|e| anyhow!("the batch sender stopped: {e}"))?;
         send_result?;
         read_result.map_err(|e| match e.rc() {
+            // The saved cookie is no use any more (syncprov removed, or its log too short and no
+            // present phase offered): forget the state so the next cycle reads everything.
+            _ if cookie_from.is_some() && cookie_unusable(&e) => {
+                forget_state(&self.shared.data_dir, &dir.domain);
+                anyhow!("the directory no longer answers content-sync requests from the saved cookie ({e}); the next cycle reads everything")
+            }
             Some(4) => anyhow!(
                 "the directory stopped the search at its size limit (LDAP result 4): give the agents' service account group no size limit (OpenLDAP: olcLimits … size=unlimited, see the README)"
             ),
@@ -349,6 +422,22 @@ impl Syncer {
         // Deletions: a full cycle sent everything (the console deletes what did not come); a delta
         // compares the anchors present now with the previous cycle's.
         let (complete, anchors, deleted) = match (&delta_from, previous) {
+            // The server's session log named the deletions: no listing needed.
+            (Some(_), Some(previous)) if cookie_from.is_some() && !content_sync.present_phase => {
+                let mut known: HashSet<String> = previous.anchors.into_iter().collect();
+                known.extend(self.shared.peek_on_demand(&dir.domain));
+                let changed: HashSet<&str> = seen.iter().map(String::as_str).collect();
+                let deleted: Vec<String> = content_sync
+                    .deleted
+                    .into_iter()
+                    .filter(|a| known.contains(a) && !changed.contains(a.as_str()))
+                    .collect();
+                for anchor in &deleted {
+                    known.remove(anchor);
+                }
+                known.extend(seen);
+                (false, known.into_iter().collect(), deleted)
+            }
             (Some(_), Some(previous)) => {
                 let present = list_anchors(&mut conn, dir, &d).await?;
                 let now: HashSet<&str> = present.iter().map(String::as_str).collect();
@@ -379,6 +468,10 @@ impl Syncer {
                 serde_json::to_string(&Watermark {
                     state: state.state_id.clone(),
                     mark,
+                    cookie: content_sync
+                        .cookie
+                        .or(cookie_at_start)
+                        .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
                 })
                 .context("cannot encode the watermark")?,
             ),
@@ -387,6 +480,31 @@ impl Syncer {
         };
         let keep = (order.kind != CycleKind::Preview).then_some(state);
         Ok((finish, keep))
+    }
+}
+
+/// Collects converted objects and hands them to the sender task 1,000 at a time.
+struct Batcher<'a> {
+    tx: &'a mpsc::Sender<Vec<SourceObject>>,
+    objects: Vec<SourceObject>,
+}
+
+impl Batcher<'_> {
+    /// False when the sender stopped (it failed; its error ends the cycle).
+    async fn push(&mut self, object: SourceObject) -> bool {
+        self.objects.push(object);
+        if self.objects.len() < BATCH_SIZE {
+            return true;
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.objects.is_empty() {
+            return true;
+        }
+        let full = std::mem::replace(&mut self.objects, Vec::with_capacity(BATCH_SIZE));
+        self.tx.send(full).await.is_ok()
     }
 }
 

@@ -64,6 +64,8 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
             session_lifetime: args.identity.session_lifetime,
         }),
         setup_token: Arc::new(Mutex::new(setup_token)),
+        sync_metrics: Default::default(),
+        writeback_metrics: Default::default(),
     })
 }
 
@@ -96,9 +98,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
         None => tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(wait_true(server_stopped))
-                .into_future(),
+            // No Nagle delay on responses (see TlsListener).
+            axum::serve(
+                axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(wait_true(server_stopped))
+            .into_future(),
         ),
     };
 

@@ -135,6 +135,12 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                // A handshake is several small flights and a response may leave in more than one
+                // record: with Nagle's algorithm each could wait for the peer's delayed ACK
+                // (~40 ms), which made a health poll cost ~40 ms on loopback.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
+                }
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

@@ -311,7 +311,23 @@ impl Setup<'_> {
             validate_account_name(&candidate, self.dialect)?;
             let place = self.find(&candidate).await?;
             let created = if !place.exists {
-                self.add_account(&candidate, &place.dn, &password).await?;
+                match self.add_account(&candidate, &place.dn, &password).await {
+                    Ok(()) => {}
+                    // Another agent's add-directory created it a moment ago: this one's account
+                    // is the next candidate, exactly as if it had been there before.
+                    Err(e)
+                        if e.rc() == Some(rc::ENTRY_ALREADY_EXISTS)
+                            && !explicit
+                            && candidate != own =>
+                    {
+                        self.notes.push(format!(
+                            "{} was just created by another agent; creating this agent's own account",
+                            place.dn
+                        ));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
                 self.notes
                     .push(format!("created the service account {}", place.dn));
                 true
@@ -499,10 +515,16 @@ impl Setup<'_> {
                             attr("sAMAccountName", &[AGENT_GROUP]),
                             attr("description", &["hybridsync provisioning agents' service accounts (rights are delegated to this group)"]),
                         ];
-                        self.admin
+                        match self
+                            .admin
                             .add(&dn, attrs, &format!("create the group {dn}"))
-                            .await?;
-                        self.notes.push(format!("created the group {dn}"));
+                            .await
+                        {
+                            Ok(()) => self.notes.push(format!("created the group {dn}")),
+                            // Another agent's add-directory created it meanwhile: use it.
+                            Err(e) if e.rc() == Some(rc::ENTRY_ALREADY_EXISTS) => {}
+                            Err(e) => return Err(e),
+                        }
                         dn
                     }
                 };
@@ -538,11 +560,21 @@ impl Setup<'_> {
                         attr("description", &["hybridsync provisioning agents' service accounts (the olcAccess rules name this group)"]),
                         attr("member", &[account_dn]),
                     ];
-                    self.admin
+                    match self
+                        .admin
                         .add(&group_dn, attrs, &format!("create the group {group_dn}"))
-                        .await?;
-                    self.notes.push(format!("created the group {group_dn}"));
-                    Ok(())
+                        .await
+                    {
+                        Ok(()) => {
+                            self.notes.push(format!("created the group {group_dn}"));
+                            Ok(())
+                        }
+                        // Another agent's add-directory created it meanwhile: join it.
+                        Err(e) if e.rc() == Some(rc::ENTRY_ALREADY_EXISTS) => {
+                            self.add_member(&group_dn, account_dn).await
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
             }
         }

@@ -265,7 +265,11 @@ impl Connection {
         &self.who
     }
 
-    fn doing(&self, what: &str, dn: &str) -> Doing {
+    pub(super) fn ldap_mut(&mut self) -> &mut Ldap {
+        &mut self.ldap
+    }
+
+    pub(super) fn doing(&self, what: &str, dn: &str) -> Doing {
         Doing {
             url: self.url.clone(),
             who: self.who.clone(),

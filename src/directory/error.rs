@@ -10,6 +10,7 @@ use ldap3::LdapError;
 pub(crate) mod rc {
     pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
     pub const STRONGER_AUTH_REQUIRED: u32 = 8;
+    pub const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
     pub const NO_SUCH_ATTRIBUTE: u32 = 16;
     pub const UNDEFINED_ATTRIBUTE_TYPE: u32 = 17;
     pub const CONSTRAINT_VIOLATION: u32 = 19;

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod conn;
+pub mod content_sync;
 mod error;
 pub mod escape;
 pub mod password;

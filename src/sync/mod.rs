@@ -5,5 +5,6 @@ pub mod calls;
 pub mod engine;
 pub mod expr;
 pub mod mapping;
+pub mod metrics;
 pub mod scope;
 pub mod service;

@@ -4,6 +4,7 @@
 
 use super::engine::{self, Context, Counts};
 use super::mapping::ObjectMappings;
+use super::metrics::SyncMetrics;
 use super::scope::Scope;
 use crate::db::sync::{self as store, ConfigurationRow, CycleRow};
 use crate::db::{self, audit};
@@ -540,9 +541,10 @@ pub fn attributes_to_read(c: &ConfigurationRow) -> Vec<String> {
 const LEASE_INTERVALS: u64 = 2;
 
 /// `POST /agent-api/v1/sync/lease`: for each domain the agent serves, whether it runs the cycles
-/// and whether one is due now.
+/// and whether one is due now. A cycle found abandoned ends as failed, and counts in `metrics`.
 pub async fn lease(
     pool: &SqlitePool,
+    metrics: &SyncMetrics,
     agent_id: &str,
     agent_name: impl Fn(&str) -> String,
     req: &LeaseRequest,
@@ -595,6 +597,7 @@ pub async fn lease(
         c.leader_agent_id = Some(agent_id.to_owned());
         c.lease_expires_at = Some(now.saturating_add(lease_ms));
         // A cycle still open here was abandoned: its agent stopped, or (same agent) restarted.
+        let mut abandoned = None;
         if let Some(open) = c.current_cycle_id.take() {
             if let Some(mut cycle) = store::cycle(&mut tx, &open).await? {
                 if cycle.state == "running" {
@@ -611,6 +614,7 @@ pub async fn lease(
                     });
                     store::save_cycle(&mut tx, &cycle).await?;
                     store::forget_preview(&mut tx, &cycle.cycle_id).await?;
+                    abandoned = Some(cycle);
                 }
             }
         }
@@ -661,6 +665,9 @@ pub async fn lease(
         }
         store::save_configuration(&mut tx, &c).await?;
         tx.commit().await?;
+        if let Some(cycle) = &abandoned {
+            metrics.cycle_ended(cycle);
+        }
         if takeover {
             tracing::info!(domain = %domain, agent_id, "agent now runs the domain's cycles");
         }
@@ -795,9 +802,10 @@ pub async fn batch(
 }
 
 /// `POST /agent-api/v1/sync/cycles/{id}/finish`: deletions (against the threshold), the
-/// watermark, and the cycle's outcome.
+/// watermark, and the cycle's outcome, which is counted in `metrics` once committed.
 pub async fn finish(
     pool: &SqlitePool,
+    metrics: &SyncMetrics,
     agent_id: &str,
     cycle_id: &str,
     f: &Finish,
@@ -812,6 +820,7 @@ pub async fn finish(
         store::save_cycle(&mut tx, &cycle).await?;
         store::save_configuration(&mut tx, &c).await?;
         tx.commit().await?;
+        metrics.cycle_ended(&cycle);
         return Ok(accepted);
     }
     if let Some(error) = &f.error {
@@ -838,6 +847,7 @@ pub async fn finish(
         store::save_cycle(&mut tx, &cycle).await?;
         store::save_configuration(&mut tx, &c).await?;
         tx.commit().await?;
+        metrics.cycle_ended(&cycle);
         return Ok(FinishAccepted {
             state: cycle.state,
             deleted: 0,
@@ -927,6 +937,7 @@ pub async fn finish(
     store::save_cycle(&mut tx, &cycle).await?;
     store::save_configuration(&mut tx, &c).await?;
     tx.commit().await?;
+    metrics.cycle_ended(&cycle);
     Ok(FinishAccepted {
         state: cycle.state,
         deleted,

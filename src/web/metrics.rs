@@ -1,10 +1,12 @@
-//! `GET /metrics`: Prometheus text exposition of the fleet. Needs an API token (any role), which
-//! Prometheus sends with `authorization: { credentials_file: … }`.
+//! `GET /metrics`: Prometheus text exposition of the fleet, sync cycles and password writeback.
+//! Needs an API token (any role), which Prometheus sends with `authorization: { credentials_file: … }`.
 
 use super::error::ApiResult;
 use super::session::ApiUser;
 use crate::fleet::health::{Health, Status};
 use crate::state::AppState;
+use crate::sync::metrics::{self as sync, SyncMetrics};
+use crate::writeback::metrics::{self as writeback, WritebackMetrics};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -91,6 +93,8 @@ pub async fn metrics(
         "Agent states written by group commits.",
         m.flushed_agents.load(Relaxed),
     );
+    render_sync(&mut out, &state.sync_metrics);
+    render_writeback(&mut out, &state.writeback_metrics);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -100,9 +104,206 @@ pub async fn metrics(
     ))
 }
 
+/// Sync cycles, their durations and the objects they changed. Every series of the fixed label sets
+/// is written, with 0 before anything happened, so dashboards and alerts see them from the start.
+fn render_sync(out: &mut String, m: &SyncMetrics) {
+    out.push_str("# HELP hybridsync_sync_cycles_total Sync cycles ended, by kind and result.\n# TYPE hybridsync_sync_cycles_total counter\n");
+    for (k, kind) in sync::KINDS.iter().enumerate() {
+        for (r, result) in sync::RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hybridsync_sync_cycles_total{{kind=\"{}\",result=\"{result}\"}} {}",
+                kind.as_str(),
+                m.cycles(k, r)
+            );
+        }
+    }
+    out.push_str("# HELP hybridsync_sync_cycle_duration_seconds Time from a cycle's start to its end.\n# TYPE hybridsync_sync_cycle_duration_seconds histogram\n");
+    for (k, kind) in sync::KINDS.iter().enumerate() {
+        m.duration(k).render(
+            out,
+            "hybridsync_sync_cycle_duration_seconds",
+            &format!("kind=\"{}\"", kind.as_str()),
+        );
+    }
+    out.push_str("# HELP hybridsync_sync_objects_total Cloud objects changed by sync cycles (previews excluded), by action.\n# TYPE hybridsync_sync_objects_total counter\n");
+    for (a, action) in sync::ACTIONS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "hybridsync_sync_objects_total{{action=\"{action}\"}} {}",
+            m.objects(a)
+        );
+    }
+}
+
+/// Password writeback and unlock results and durations, every series written (see [`render_sync`]).
+fn render_writeback(out: &mut String, m: &WritebackMetrics) {
+    out.push_str("# HELP hybridsync_writeback_results_total Password resets, changes and unlocks on-premises, by operation and result (success or error code).\n# TYPE hybridsync_writeback_results_total counter\n");
+    for (o, operation) in writeback::OPERATIONS.iter().enumerate() {
+        for (r, result) in writeback::RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hybridsync_writeback_results_total{{operation=\"{operation}\",result=\"{result}\"}} {}",
+                m.results(o, r)
+            );
+        }
+    }
+    out.push_str("# HELP hybridsync_writeback_duration_seconds Time of one password reset, change or unlock, every agent tried included.\n# TYPE hybridsync_writeback_duration_seconds histogram\n");
+    for (o, operation) in writeback::OPERATIONS.iter().enumerate() {
+        m.duration(o).render(
+            out,
+            "hybridsync_writeback_duration_seconds",
+            &format!("operation=\"{operation}\""),
+        );
+    }
+}
+
 /// Escapes a label value (backslash, quote, newline) as the exposition format requires.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::sync::CycleRow;
+    use std::time::Duration;
+
+    /// The exposition as Prometheus parses it: each `# TYPE` before its samples, once per name.
+    fn check_exposition(out: &str) {
+        let mut typed = std::collections::HashSet::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(typed.insert(name.to_owned()), "{name} typed twice");
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                    .unwrap_or(name);
+                assert!(typed.contains(family), "{line}: no # TYPE before it");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn sync_series_are_there_with_zeros_from_the_start() {
+        let mut out = String::new();
+        render_sync(&mut out, &SyncMetrics::default());
+        check_exposition(&out);
+        for kind in ["full", "delta", "preview"] {
+            for result in ["succeeded", "failed", "threshold"] {
+                assert!(
+                    out.contains(&format!(
+                        "hybridsync_sync_cycles_total{{kind=\"{kind}\",result=\"{result}\"}} 0\n"
+                    )),
+                    "{out}"
+                );
+            }
+            assert!(
+                out.contains(&format!(
+                    "hybridsync_sync_cycle_duration_seconds_bucket{{kind=\"{kind}\",le=\"300\"}} 0\n"
+                )),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!(
+                    "hybridsync_sync_cycle_duration_seconds_count{{kind=\"{kind}\"}} 0\n"
+                )),
+                "{out}"
+            );
+        }
+        for action in ["created", "updated", "deleted", "staged"] {
+            assert!(
+                out.contains(&format!(
+                    "hybridsync_sync_objects_total{{action=\"{action}\"}} 0\n"
+                )),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn sync_series_count_ended_cycles() {
+        let m = SyncMetrics::default();
+        m.cycle_ended(&CycleRow {
+            cycle_id: "c".into(),
+            configuration_id: "k".into(),
+            agent_id: "a".into(),
+            kind: "full".into(),
+            state: "succeeded".into(),
+            started_at: 0,
+            finished_at: Some(75_000),
+            imported: 7,
+            created: 7,
+            updated: 0,
+            deleted: 0,
+            staged: 0,
+            skipped: 0,
+            failed: 0,
+            error: None,
+            plan_json: None,
+        });
+        let mut out = String::new();
+        render_sync(&mut out, &m);
+        check_exposition(&out);
+        for line in [
+            "hybridsync_sync_cycles_total{kind=\"full\",result=\"succeeded\"} 1\n",
+            "hybridsync_sync_cycle_duration_seconds_bucket{kind=\"full\",le=\"60\"} 0\n",
+            "hybridsync_sync_cycle_duration_seconds_bucket{kind=\"full\",le=\"120\"} 1\n",
+            "hybridsync_sync_cycle_duration_seconds_bucket{kind=\"full\",le=\"+Inf\"} 1\n",
+            "hybridsync_sync_cycle_duration_seconds_sum{kind=\"full\"} 75\n",
+            "hybridsync_sync_cycle_duration_seconds_count{kind=\"full\"} 1\n",
+            "hybridsync_sync_cycle_duration_seconds_count{kind=\"delta\"} 0\n",
+            "hybridsync_sync_objects_total{action=\"created\"} 7\n",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+    }
+
+    #[test]
+    fn writeback_series_are_there_with_zeros_and_count_results() {
+        let m = WritebackMetrics::default();
+        let mut out = String::new();
+        render_writeback(&mut out, &m);
+        check_exposition(&out);
+        let zeros = out
+            .lines()
+            .filter(|l| l.starts_with("hybridsync_writeback_results_total{") && l.ends_with(" 0"))
+            .count();
+        assert_eq!(zeros, 3 * 12, "{out}");
+        assert!(out.contains(
+            "hybridsync_writeback_results_total{operation=\"unlock\",result=\"unlock_not_allowed\"} 0\n"
+        ));
+        for operation in ["reset", "change", "unlock"] {
+            assert!(
+                out.contains(&format!(
+                    "hybridsync_writeback_duration_seconds_count{{operation=\"{operation}\"}} 0\n"
+                )),
+                "{out}"
+            );
+        }
+
+        m.record("reset", "success", Duration::from_millis(40));
+        m.record("change", "password_policy", Duration::from_millis(40));
+        let mut out = String::new();
+        render_writeback(&mut out, &m);
+        check_exposition(&out);
+        for line in [
+            "hybridsync_writeback_results_total{operation=\"reset\",result=\"success\"} 1\n",
+            "hybridsync_writeback_results_total{operation=\"change\",result=\"password_policy\"} 1\n",
+            "hybridsync_writeback_results_total{operation=\"change\",result=\"success\"} 0\n",
+            "hybridsync_writeback_duration_seconds_bucket{operation=\"reset\",le=\"0.025\"} 0\n",
+            "hybridsync_writeback_duration_seconds_bucket{operation=\"reset\",le=\"0.05\"} 1\n",
+            "hybridsync_writeback_duration_seconds_count{operation=\"reset\"} 1\n",
+            "hybridsync_writeback_duration_seconds_count{operation=\"unlock\"} 0\n",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+    }
 }

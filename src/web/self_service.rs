@@ -188,6 +188,7 @@ pub async fn submit_sign_in(
             match writeback::perform(
                 &state.db,
                 &state.fleet,
+                &state.writeback_metrics,
                 &who,
                 &user,
                 Operation::Verify {
@@ -410,6 +411,7 @@ async fn own_change(
     writeback::perform(
         &state.db,
         &state.fleet,
+        &state.writeback_metrics,
         &actor(me.upn()),
         &me.user,
         Operation::Change { old, new },
@@ -438,6 +440,7 @@ pub async fn unlock(
     let result = writeback::perform(
         &state.db,
         &state.fleet,
+        &state.writeback_metrics,
         &actor(me.upn()),
         &me.user,
         Operation::Unlock,

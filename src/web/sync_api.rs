@@ -869,7 +869,9 @@ pub async fn lease(
             .map(|a| a.machine_name)
             .unwrap_or_else(|| agent.to_owned())
     };
-    Ok(Json(service::lease(&state.db, &id, name, &req).await?))
+    Ok(Json(
+        service::lease(&state.db, &state.sync_metrics, &id, name, &req).await?,
+    ))
 }
 
 pub async fn batch(
@@ -894,5 +896,7 @@ pub async fn finish(
     ApiPath(cycle): ApiPath<String>,
     ApiJson(body): ApiJson<Finish>,
 ) -> ApiResult<Json<FinishAccepted>> {
-    Ok(Json(service::finish(&state.db, &id, &cycle, &body).await?))
+    Ok(Json(
+        service::finish(&state.db, &state.sync_metrics, &id, &cycle, &body).await?,
+    ))
 }

@@ -213,6 +213,7 @@ pub async fn reset_password(
     let done = writeback::perform(
         &state.db,
         &state.fleet,
+        &state.writeback_metrics,
         &user.username,
         &target,
         Operation::Reset {
@@ -244,6 +245,7 @@ pub async fn unlock(
     let done = writeback::perform(
         &state.db,
         &state.fleet,
+        &state.writeback_metrics,
         &user.username,
         &target,
         Operation::Unlock,

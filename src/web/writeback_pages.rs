@@ -154,6 +154,7 @@ pub async fn reset_password(
         writeback::perform(
             &state.db,
             &state.fleet,
+            &state.writeback_metrics,
             &user.principal.username,
             &target,
             Operation::Reset {
@@ -201,6 +202,7 @@ pub async fn unlock(
     let outcome = writeback::perform(
         &state.db,
         &state.fleet,
+        &state.writeback_metrics,
         &user.principal.username,
         &target,
         Operation::Unlock,

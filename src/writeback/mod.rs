@@ -5,6 +5,7 @@
 //! stored, logged or written to an audit row.
 
 pub mod cli;
+pub mod metrics;
 
 use crate::db::writeback::{self as store, WritebackSettings};
 use crate::db::{self, audit, sync::ObjectRow};
@@ -37,6 +38,15 @@ impl Operation<'_> {
             Operation::Change { .. } => "user.password_change",
             Operation::Unlock => "user.unlock",
             Operation::Verify { .. } => "user.password_check",
+        }
+    }
+    /// The `operation` label of `/metrics`; none for a password check, which is no writeback.
+    fn metric_label(&self) -> Option<&'static str> {
+        match self {
+            Operation::Reset { .. } => Some("reset"),
+            Operation::Change { .. } => Some("change"),
+            Operation::Unlock => Some("unlock"),
+            Operation::Verify { .. } => None,
         }
     }
     fn path(&self) -> &'static str {
@@ -168,16 +178,31 @@ fn usable(a: &Agent) -> bool {
 }
 
 /// Carries `op` for `user` to an agent of its domain. `actor` is who asked ("alice", or "self-service
-/// ann@corp…"). Audited, whatever the result.
+/// ann@corp…"). Audited, whatever the result, and counted in `metrics`.
 pub async fn perform(
     pool: &SqlitePool,
     fleet: &Fleet,
+    metrics: &metrics::WritebackMetrics,
     actor: &str,
     user: &ObjectRow,
     op: Operation<'_>,
     self_service: bool,
 ) -> Result<Done, Failure> {
-    let settings = store::get(pool).await?.settings();
+    let started = Instant::now();
+    let count = |result: &Result<Done, Failure>| {
+        if let Some(operation) = op.metric_label() {
+            let code = result.as_ref().map_or_else(Failure::code, |_| "success");
+            metrics.record(operation, code, started.elapsed());
+        }
+    };
+    let settings = match store::get(pool).await {
+        Ok(row) => row.settings(),
+        Err(e) => {
+            let result = Err(Failure::from(e));
+            count(&result);
+            return result;
+        }
+    };
     let result = if !active(&settings) && !matches!(op, Operation::Verify { .. }) {
         Err(Failure::Off)
     } else if self_service
@@ -188,6 +213,8 @@ pub async fn perform(
     } else {
         send(fleet, user, &op).await
     };
+    // Counted before the audit row: the metric is the writeback's outcome, whatever the audit does.
+    count(&result);
     let target = user
         .user_principal_name
         .clone()

@@ -15,7 +15,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "$SLAPD_DIR_RUN" ] && bash tests/testbeds/slapd.sh stop "$SLAPD_DIR_RUN" 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -51,14 +51,14 @@ DATA="$WORK/console"; CPORT=$(port); URL=http://127.0.0.1:$CPORT
 echo 'bench password long enough' | $BIN admin create-user --data-dir "$DATA" --username bench --role global-administrator --password-stdin >/dev/null
 TOKEN=$($BIN admin create-enrollment-token --data-dir "$DATA" --max-uses 1)
 API=$($BIN admin create-api-token --data-dir "$DATA" --username bench)
-RUST_LOG=warn $BIN serve --listen 127.0.0.1:$CPORT --data-dir "$DATA" >"$WORK/console.log" 2>&1 & CONSOLE=$!; PIDS+=($CONSOLE)
+RUST_LOG=${BENCH_LOG:-warn} $BIN serve --listen 127.0.0.1:$CPORT --data-dir "$DATA" >"$WORK/console.log" 2>&1 & CONSOLE=$!; PIDS+=($CONSOLE)
 for _ in $(seq 300); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.05; done
 AGENT_DIR="$WORK/agent"
 $BIN agent install --console "$URL" --enrollment-token "$TOKEN" --data-dir "$AGENT_DIR" --machine-name bench-agent >/dev/null
 echo "$LDAP_ADMIN_PASSWORD" | $BIN agent add-directory --data-dir "$AGENT_DIR" --domain example.test \
   --ldap-url "$LDAPS_URI" --ca-cert "$LDAP_CA_CERT" --admin "$LDAP_ADMIN_DN" --admin-password-file - \
   --service-account create >/dev/null
-RUST_LOG=warn $BIN agent run --data-dir "$AGENT_DIR" --heartbeat-interval 1s >"$WORK/agent.log" 2>&1 & AGENT=$!; PIDS+=($AGENT)
+RUST_LOG=${BENCH_LOG:-warn} $BIN agent run --data-dir "$AGENT_DIR" --heartbeat-interval 1s >"$WORK/agent.log" 2>&1 & AGENT=$!; PIDS+=($AGENT)
 
 api() { curl -sf -H "authorization: Bearer $API" -H 'content-type: application/json' "$@"; }
 ID=""
@@ -71,26 +71,34 @@ done
 # The threshold would (rightly) stop nothing here; a long interval keeps cycles to the ones asked for.
 api -X PATCH "$URL/api/v1/configurations/$ID" -d '{"interval_seconds": 86400}' >/dev/null
 
-last_cycle() { api "$URL/api/v1/configurations/$ID" | python3 -c '
-import sys,json; c=json.load(sys.stdin)["last_cycle"] or {}
-print(c.get("id",""), c.get("state",""), c.get("duration_ms",""), c.get("imported",""), c.get("created",""), c.get("updated",""), c.get("kind",""))
-if c.get("error"): print("cycle error:", c["error"], file=sys.stderr)'; }
-wait_cycle() { # $1 = previous cycle id; prints the new cycle's fields
-  local line
-  while true; do
-    line=$(last_cycle)
-    set -- "$1" $line
-    if [ -n "${2:-}" ] && [ "$2" != "$1" ] && [ "${3:-}" != running ]; then echo "${*:2}"; return; fi
-    sleep 0.1
-  done
+# Starts a cycle with OP and waits for it to end, in one process polling every 10 ms, so the wall
+# time is the console's and the agent's, not the cost of starting curl and python per poll. Prints
+# wall_ms state duration_ms imported created updated kind deleted.
+run_op() {
+  python3 - "$URL/api/v1/configurations/$ID" "$1" "$API" <<'PY'
+import json, sys, time, urllib.request
+base, op, token = sys.argv[1:4]
+def call(url, method="GET"):
+    req = urllib.request.Request(url, method=method, headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+before = (call(base).get("last_cycle") or {}).get("id")
+t0 = time.monotonic()
+call(f"{base}/{op}", "POST")
+while True:
+    c = call(base).get("last_cycle") or {}
+    if c.get("id") and c["id"] != before and c.get("state") != "running":
+        break
+    time.sleep(0.01)
+wall = round((time.monotonic() - t0) * 1000)
+if c.get("error"):
+    print("cycle error:", c["error"], file=sys.stderr)
+print(wall, *(c.get(k, "") for k in ("state", "duration_ms", "imported", "created", "updated", "kind", "deleted")))
+PY
 }
 
 # --- first full sync ---------------------------------------------------------------------------------
-before=$(last_cycle | cut -d' ' -f1)
-t0=$(now_ms)
-api -X POST "$URL/api/v1/configurations/$ID/enable" >/dev/null
-read -r cid state dur imported created updated kind <<<"$(wait_cycle "$before")"
-wall=$(( $(now_ms) - t0 ))
+read -r wall state dur imported created updated kind deleted <<<"$(run_op enable)"
 echo "first sync ($kind, $state): wall=${wall} ms cycle=${dur} ms imported=$imported created=$created rate=$(( imported * 1000 / (dur > 0 ? dur : 1) )) objects/s"
 echo "memory after first sync: console peak=$(hwm_mib $CONSOLE) MiB agent peak=$(hwm_mib $AGENT) MiB"
 
@@ -102,9 +110,21 @@ for i in range(n):
     print(f"dn: uid=user{i * 997 % total:06d},ou=people,{suffix}\nchangetype: modify\nreplace: title\ntitle: Principal Engineer\n")
 PY
 ldapmodify -x -H "$LDAP_URI" -D "$LDAP_ADMIN_DN" -w "$LDAP_ADMIN_PASSWORD" -f "$WORK/changes.ldif" >/dev/null
-t0=$(now_ms)
-api -X POST "$URL/api/v1/configurations/$ID/sync-now" >/dev/null
-read -r cid state dur imported created updated kind <<<"$(wait_cycle "$cid")"
-wall=$(( $(now_ms) - t0 ))
+read -r wall state dur imported created updated kind deleted <<<"$(run_op sync-now)"
 echo "delta cycle ($kind, $state) after $CHANGED changes: wall=${wall} ms cycle=${dur} ms imported=$imported updated=$updated"
+
+# --- delta: CHANGED more changes, a tenth of them deletions --------------------------------------------
+python3 - "$CHANGED" "$SUFFIX" "$N" >"$WORK/changes2.ldif" <<'PY'
+import sys
+n, suffix, total = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    dn = f"uid=user{(i * 991 + 7) % total:06d},ou=people,{suffix}"
+    if i % 10 == 0:
+        print(f"dn: {dn}\nchangetype: delete\n")
+    else:
+        print(f"dn: {dn}\nchangetype: modify\nreplace: title\ntitle: Staff Engineer\n")
+PY
+ldapmodify -x -H "$LDAP_URI" -D "$LDAP_ADMIN_DN" -w "$LDAP_ADMIN_PASSWORD" -f "$WORK/changes2.ldif" >/dev/null
+read -r wall state dur imported created updated kind deleted <<<"$(run_op sync-now)"
+echo "delta cycle ($kind, $state) after $CHANGED changes incl. deletions: wall=${wall} ms cycle=${dur} ms imported=$imported updated=$updated deleted=$deleted"
 echo "memory after the delta: console peak=$(hwm_mib $CONSOLE) MiB agent peak=$(hwm_mib $AGENT) MiB"

@@ -16,7 +16,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(40);
 
 /// Creates the domain's configuration once a running agent has reported the domain.
-async fn create_configuration(api: &Api, domain: &str, phs: bool) -> String {
+pub(crate) async fn create_configuration(api: &Api, domain: &str, phs: bool) -> String {
     wait_for("the agent to report its domain", WAIT, || async {
         let (status, body) = api
             .send(
@@ -30,7 +30,7 @@ async fn create_configuration(api: &Api, domain: &str, phs: bool) -> String {
     .await
 }
 
-async fn configuration(api: &Api, id: &str) -> Value {
+pub(crate) async fn configuration(api: &Api, id: &str) -> Value {
     let (status, body) = api.get(&format!("/configurations/{id}")).await;
     assert_eq!(status, 200, "{body}");
     body
@@ -51,7 +51,7 @@ async fn patch(api: &Api, id: &str, body: Value) -> (u16, Value) {
 
 /// Runs `op` (enable, sync-now, restart, clear-quarantine) and waits for the cycle it starts to
 /// end; returns that cycle.
-async fn cycle_after(api: &Api, id: &str, op: &str) -> Value {
+pub(crate) async fn cycle_after(api: &Api, id: &str, op: &str) -> Value {
     let before = configuration(api, id).await["last_cycle"]["id"].clone();
     operate(api, id, op).await;
     wait_for(&format!("a cycle after {op}"), WAIT, || async {
@@ -62,7 +62,7 @@ async fn cycle_after(api: &Api, id: &str, op: &str) -> Value {
     .await
 }
 
-async fn objects(api: &Api, kind: &str) -> Vec<Value> {
+pub(crate) async fn objects(api: &Api, kind: &str) -> Vec<Value> {
     let (status, body) = api.get(&format!("/{kind}?limit=500")).await;
     assert_eq!(status, 200, "{body}");
     body["items"].as_array().unwrap().clone()
@@ -74,7 +74,7 @@ fn find<'a>(items: &'a [Value], field: &str, value: &str) -> Option<&'a Value> {
     })
 }
 
-fn names(items: &[Value]) -> HashSet<String> {
+pub(crate) fn names(items: &[Value]) -> HashSet<String> {
     items
         .iter()
         .filter_map(|i| i["display_name"].as_str().map(str::to_owned))
@@ -89,14 +89,20 @@ async fn logs(api: &Api, query: &str) -> Vec<Value> {
     body["items"].as_array().unwrap().clone()
 }
 
-fn attr(name: &str, values: &[&str]) -> (Vec<u8>, HashSet<Vec<u8>>) {
+pub(crate) fn attr(name: &str, values: &[&str]) -> (Vec<u8>, HashSet<Vec<u8>>) {
     (
         name.as_bytes().to_vec(),
         values.iter().map(|v| v.as_bytes().to_vec()).collect(),
     )
 }
 
-async fn add_person(conn: &mut Connection, dn: &str, uid: &str, cn: &str, extra: &[(&str, &str)]) {
+pub(crate) async fn add_person(
+    conn: &mut Connection,
+    dn: &str,
+    uid: &str,
+    cn: &str,
+    extra: &[(&str, &str)],
+) {
     let mut attrs = vec![
         attr("objectClass", &["inetOrgPerson"]),
         attr("uid", &[uid]),

@@ -29,6 +29,9 @@
 #   SLAPD_DEBUG=0          slapd -d level (e.g. stats, or 256); output goes to $DIR/slapd.log
 #   SLAPD_MAX_FAILURE=3    ppolicy pwdMaxFailure (lockout after N bad binds)
 #   SLAPD_MIN_LENGTH=0     ppolicy pwdMinLength; above 0 also turns quality checking on (pwdCheckQuality 2)
+#   SLAPD_NO_SYNCPROV=1    no syncprov overlay (RFC 4533 content sync; hybridsync's agents then find
+#                          deletions by listing anchors, as against a directory without it)
+#   SLAPD_SESSIONLOG=10000 syncprov session log size (deletions remembered for cookie-based deltas)
 #   SLAPD_BULK_LDIF=file   loaded offline with `slapadd -q` before slapd starts (benchmarks: it must
 #                          hold the suffix entry itself); the online seed is then skipped
 set -euo pipefail
@@ -98,6 +101,17 @@ olcTLSCertificateKeyFile: $dir/tls/key.pem"
   admin_hash=$(slappasswd -s "$admin_pw")
   # The rules of hybridsync's README for the agents' group (provAgentSvcGroup), first in order.
   local agent_acl="" acl_base=0
+  local syncprov_ldif=""
+  if [ -z "${SLAPD_NO_SYNCPROV:-}" ]; then
+    syncprov_ldif="
+dn: olcOverlay={2}syncprov,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcSyncProvConfig
+olcOverlay: {2}syncprov
+olcSpCheckpoint: 100 1
+olcSpSessionlog: ${SLAPD_SESSIONLOG:-10000}
+"
+  fi
   if [ -z "${SLAPD_NO_AGENT_ACL:-}" ]; then
     agent_acl="olcAccess: {0}to attrs=userPassword,pwdAccountLockedTime,pwdReset by group.exact=\"cn=provAgentSvcGroup,$suffix\" write by * break
 olcAccess: {1}to * by group.exact=\"cn=provAgentSvcGroup,$suffix\" read by * break
@@ -122,6 +136,7 @@ olcModulePath: $MODULE_DIR
 olcModuleLoad: back_mdb
 olcModuleLoad: memberof
 olcModuleLoad: ppolicy
+olcModuleLoad: syncprov
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -159,6 +174,7 @@ olcDbIndex: objectClass eq
 olcDbIndex: uid,cn,mail,member,memberOf eq
 olcDbIndex: entryUUID eq
 olcDbIndex: modifyTimestamp eq
+olcDbIndex: entryCSN eq
 olcLastMod: TRUE
 ${agent_acl}olcAccess: {$((acl_base))}to attrs=userPassword by self write by dn.exact="cn=console,ou=services,$suffix" write by anonymous auth by * none
 olcAccess: {$((acl_base+1))}to * by dn.exact="cn=console,ou=services,$suffix" write by dn.exact="cn=noread,ou=services,$suffix" none by self read by users read by * none
@@ -180,6 +196,7 @@ olcOverlay: {1}ppolicy
 olcPPolicyDefault: cn=default,ou=policies,$suffix
 olcPPolicyHashCleartext: TRUE
 olcPPolicyUseLockout: TRUE
+${syncprov_ldif}
 EOF
 
   slapadd -n0 -F "$dir/slapd.d" -l "$dir/config.ldif" >"$dir/slapadd.log" 2>&1 \
