@@ -287,9 +287,10 @@ pub struct HeartbeatStamp {
     pub last_heartbeat_at: Option<i64>,
     pub last_contact_at: i64,
     pub uptime_seconds: Option<i64>,
+    pub last_poll_at: Option<i64>,
 }
 
-/// Writes many agents' heartbeat timestamps with one statement: the rows travel as one JSON
+/// Writes many agents' heartbeat and poll timestamps with one statement: the rows travel as one JSON
 /// parameter that SQLite unpacks with `json_each`, so the cost per row is an index lookup, not a
 /// statement round trip.
 pub async fn update_heartbeats(
@@ -299,7 +300,9 @@ pub async fn update_heartbeats(
     if stamps.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(&str, Option<i64>, i64, Option<i64>)> = stamps
+    /// (id, last heartbeat, last contact, uptime, last poll), positionally as the SQL reads it.
+    type StampRow<'a> = (&'a str, Option<i64>, i64, Option<i64>, Option<i64>);
+    let rows: Vec<StampRow<'_>> = stamps
         .iter()
         .map(|s| {
             (
@@ -307,14 +310,16 @@ pub async fn update_heartbeats(
                 s.last_heartbeat_at,
                 s.last_contact_at,
                 s.uptime_seconds,
+                s.last_poll_at,
             )
         })
         .collect();
     let json = json_param(&rows)?;
     sqlx::query(
-        "UPDATE agent SET last_heartbeat_at = v.hb, last_contact_at = v.contact, uptime_seconds = v.uptime \
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS hb, value ->> 2 AS contact, value ->> 3 AS uptime \
-               FROM json_each(?)) AS v \
+        "UPDATE agent SET last_heartbeat_at = v.hb, last_contact_at = v.contact, uptime_seconds = v.uptime, \
+         last_poll_at = v.poll \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS hb, value ->> 2 AS contact, value ->> 3 AS uptime, \
+               value ->> 4 AS poll FROM json_each(?)) AS v \
          WHERE agent.agent_id = v.id",
     )
     .bind(json)

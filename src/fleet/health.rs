@@ -108,10 +108,7 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, C
                 )),
             );
         }
-        return (
-            Health::Degraded,
-            "enrolled; waiting for the first heartbeat".into(),
-        );
+        return (Health::Degraded, Cow::Borrowed(ENROLLED));
     };
     let silent = now - last;
     if silent > unhealthy_ms {
@@ -152,10 +149,21 @@ pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, C
             Cow::Owned(format!("check {}: {}", check.name, check.message)),
         );
     }
-    (
-        Health::Healthy,
-        "heartbeats on time; all checks pass".into(),
-    )
+    (Health::Healthy, Cow::Borrowed(HEALTHY))
+}
+
+/// The reason of a freshly enrolled agent.
+pub const ENROLLED: &str = "enrolled; waiting for the first heartbeat";
+/// The reason of a healthy agent.
+pub const HEALTHY: &str = "heartbeats on time; all checks pass";
+
+/// A reason read back from the database: the usual ones as the static text (no copy per agent).
+pub fn static_reason(reason: String) -> Cow<'static, str> {
+    match reason.as_str() {
+        ENROLLED => Cow::Borrowed(ENROLLED),
+        HEALTHY => Cow::Borrowed(HEALTHY),
+        _ => Cow::Owned(reason),
+    }
 }
 
 fn millis(d: Duration) -> i64 {

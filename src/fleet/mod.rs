@@ -21,6 +21,7 @@ use crate::protocol::{
 use health::{Health, Observed, Status, Thresholds};
 use serde_json::json;
 use sqlx::SqlitePool;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -64,9 +65,11 @@ pub struct Agent {
     pub status: Status,
     pub status_since: i64,
     pub health: Health,
-    pub health_reason: String,
+    /// Static for the usual reasons, so 100,000 agents do not hold 100,000 copies of them.
+    pub health_reason: Cow<'static, str>,
     pub health_since: i64,
-    pub checks: Vec<HealthCheck>,
+    /// Shared between agents reporting the same checks (see [`CheckSets`]).
+    pub checks: Arc<[HealthCheck]>,
     pub last_poll_at: Option<i64>,
     pub last_poll_error: Option<String>,
     /// Domains the agent serves; filled by directory sync.
@@ -111,9 +114,9 @@ impl Agent {
             status: Status::Active,
             status_since: now,
             health: Health::Degraded,
-            health_reason: "enrolled; waiting for the first heartbeat".into(),
+            health_reason: Cow::Borrowed(health::ENROLLED),
             health_since: now,
-            checks: Vec::new(),
+            checks: Arc::from([]),
             last_poll_at: None,
             last_poll_error: None,
             domains: Vec::new(),
@@ -122,9 +125,9 @@ impl Agent {
         }
     }
 
-    fn from_row(row: AgentRow) -> Self {
+    fn from_row(row: AgentRow, check_sets: &mut CheckSets) -> Self {
         Agent {
-            checks: serde_json::from_str(&row.checks_json).unwrap_or_default(),
+            checks: check_sets.intern(serde_json::from_str(&row.checks_json).unwrap_or_default()),
             extension: row.extension.parse().unwrap_or_default(),
             environment: row.environment.parse().unwrap_or_default(),
             status: Status::parse(&row.status).unwrap_or(Status::Active),
@@ -143,7 +146,7 @@ impl Agent {
             heartbeat_interval_seconds: row.heartbeat_interval_seconds,
             uptime_seconds: row.uptime_seconds,
             status_since: row.status_since,
-            health_reason: row.health_reason,
+            health_reason: health::static_reason(row.health_reason),
             health_since: row.health_since,
             last_poll_at: row.last_poll_at,
             last_poll_error: row.last_poll_error,
@@ -173,9 +176,9 @@ impl Agent {
             status: self.status.as_str().into(),
             status_since: self.status_since,
             health: self.health.as_str().into(),
-            health_reason: self.health_reason.clone(),
+            health_reason: self.health_reason.to_string(),
             health_since: self.health_since,
-            checks_json: serde_json::to_string(&self.checks).unwrap_or_else(|_| "[]".into()),
+            checks_json: serde_json::to_string(&*self.checks).unwrap_or_else(|_| "[]".into()),
             last_poll_at: self.last_poll_at,
             last_poll_error: self.last_poll_error.clone(),
             domains_json: serde_json::to_string(&self.domains).unwrap_or_else(|_| "[]".into()),
@@ -397,6 +400,31 @@ struct Inner {
     by_name_fresh: bool,
     /// Agents per reported version, kept as versions change (for Home and `/metrics`).
     versions: HashMap<String, usize>,
+    check_sets: CheckSets,
+}
+
+/// The distinct sets of health checks agents report, each held once: a fleet reports a handful of
+/// distinct sets, and a copy per agent would be most of the fleet's memory. Sets no agent holds
+/// any more are dropped by [`CheckSets::prune`].
+#[derive(Default)]
+pub(crate) struct CheckSets {
+    sets: HashSet<Arc<[HealthCheck]>>,
+}
+
+impl CheckSets {
+    pub(crate) fn intern(&mut self, checks: Vec<HealthCheck>) -> Arc<[HealthCheck]> {
+        if let Some(set) = self.sets.get(checks.as_slice()) {
+            return set.clone();
+        }
+        let set: Arc<[HealthCheck]> = Arc::from(checks);
+        self.sets.insert(set.clone());
+        set
+    }
+
+    /// Forgets sets only this table holds (an agent whose messages vary would otherwise grow it).
+    fn prune(&mut self) {
+        self.sets.retain(|set| Arc::strong_count(set) > 1);
+    }
 }
 
 impl Inner {
@@ -480,7 +508,7 @@ fn reevaluate(
         changed = true;
     }
     if *reason != *agent.health_reason {
-        agent.health_reason = reason.into_owned();
+        agent.health_reason = reason;
         changed = true;
     }
     let transition = status_changed || health_changed;
@@ -510,8 +538,10 @@ impl Fleet {
     ) -> anyhow::Result<Self> {
         let rows = db::agents::load_all_packed(&db).await?;
         let mut inner = Inner::default();
+        inner.agents.reserve(rows.len());
+        inner.by_credential.reserve(rows.len());
         for row in rows {
-            let agent = Agent::from_row(row);
+            let agent = Agent::from_row(row, &mut inner.check_sets);
             inner
                 .by_credential
                 .insert(agent.credential_hash.clone(), agent.id.clone());
@@ -581,7 +611,7 @@ impl Fleet {
                     &row.credential_hash,
                     &tokens::digest(&existing.agent_credential),
                 ) {
-                    previous = Some(Agent::from_row(row));
+                    previous = Some(Agent::from_row(row, &mut self.write().check_sets));
                 }
             }
         }
@@ -695,6 +725,13 @@ impl Fleet {
             .heartbeats_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.write();
+        let checks: Vec<HealthCheck> = hb.checks.into_iter().take(32).collect();
+        let same_checks = *inner.agents.get(agent_id)?.checks == *checks;
+        let checks = if same_checks {
+            None
+        } else {
+            Some(inner.check_sets.intern(checks))
+        };
         let agent = inner.agents.get_mut(agent_id)?;
         let listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
         if listen_addr != agent.listen_addr
@@ -708,7 +745,6 @@ impl Fleet {
         let version = truncate(hb.version, 64);
         let name = truncate(hb.machine_name, 255);
         let renamed = agent.machine_name != name;
-        let checks: Vec<HealthCheck> = hb.checks.into_iter().take(32).collect();
         let domains: Vec<String> = hb
             .domains
             .into_iter()
@@ -720,7 +756,7 @@ impl Fleet {
         let changed = renamed
             || agent.version != version
             || agent.listen_addr != listen_addr
-            || agent.checks != checks
+            || checks.is_some()
             || agent.domains != domains
             || agent.external_ip != external_ip
             || agent.heartbeat_interval_seconds != interval
@@ -730,7 +766,9 @@ impl Fleet {
             agent.version = version;
             agent.machine_name = name;
             agent.listen_addr = listen_addr;
-            agent.checks = checks;
+            if let Some(checks) = checks {
+                agent.checks = checks;
+            }
             agent.domains = domains;
             agent.external_ip = external_ip;
             agent.heartbeat_interval_seconds = interval;
@@ -1034,8 +1072,12 @@ impl Fleet {
                 dirty,
                 events,
                 by_name,
+                check_sets,
                 ..
             } = &mut *inner;
+            if start == 0 {
+                check_sets.prune();
+            }
             let end = (start + CHUNK).min(by_name.len());
             for entry in &mut by_name[start..end] {
                 let Some(agent) = agents.get_mut(&entry.id) else {
@@ -1076,6 +1118,7 @@ impl Fleet {
                         last_heartbeat_at: a.last_heartbeat_at,
                         last_contact_at: a.last_contact_at,
                         uptime_seconds: a.uptime_seconds,
+                        last_poll_at: a.last_poll_at,
                         agent_id: id,
                     })
                 })
@@ -1214,4 +1257,33 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
+}
+
+#[cfg(test)]
+mod check_set_tests {
+    use super::*;
+    use crate::protocol::CheckStatus;
+
+    fn check(message: &str) -> HealthCheck {
+        HealthCheck {
+            name: "ldap".into(),
+            status: CheckStatus::Pass,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn equal_check_sets_are_held_once_and_unused_ones_dropped() {
+        let mut sets = CheckSets::default();
+        let a = sets.intern(vec![check("ok")]);
+        let b = sets.intern(vec![check("ok")]);
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = sets.intern(vec![check("slow")]);
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(sets.sets.len(), 2);
+        drop(other);
+        sets.prune();
+        assert_eq!(sets.sets.len(), 1, "the set nobody holds is gone");
+        assert!(Arc::ptr_eq(&sets.intern(vec![check("ok")]), &a));
+    }
 }

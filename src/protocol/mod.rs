@@ -144,7 +144,7 @@ pub struct EnrollResponse {
 }
 
 /// Result of one self-check the agent runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     Pass,
@@ -163,7 +163,7 @@ impl CheckStatus {
 }
 
 /// One named health check with a human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HealthCheck {
     pub name: String,
     pub status: CheckStatus,

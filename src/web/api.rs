@@ -95,7 +95,7 @@ impl From<&Agent> for AgentJson {
             status: a.status.as_str(),
             status_since: rfc3339(a.status_since),
             health: a.health.as_str(),
-            health_reason: a.health_reason.clone(),
+            health_reason: a.health_reason.to_string(),
             health_since: rfc3339(a.health_since),
             registered_at: rfc3339(a.registered_at),
             last_heartbeat_at: a.last_heartbeat_at.map(rfc3339),
@@ -104,7 +104,7 @@ impl From<&Agent> for AgentJson {
             api_url: a.api_base_url(),
             last_poll_at: a.last_poll_at.map(rfc3339),
             last_poll_error: a.last_poll_error.clone(),
-            checks: a.checks.clone(),
+            checks: a.checks.to_vec(),
         }
     }
 }

@@ -109,7 +109,7 @@ impl AgentView {
             status: a.status.as_str(),
             status_since: timestamp(a.status_since),
             health: a.health.as_str(),
-            health_reason: a.health_reason.clone(),
+            health_reason: a.health_reason.to_string(),
             health_since: timestamp(a.health_since),
             health_since_ago: ago(a.health_since, now),
             version: a.version.clone(),
