@@ -110,7 +110,16 @@ fn dialectics(d: Dialect) -> Dialectics {
 struct LocalState {
     state_id: String,
     anchors: Vec<String>,
+    /// When the anchors were last read from the directory itself (a full cycle or a listing),
+    /// in Unix milliseconds; content-sync deltas only carry them forward.
+    #[serde(default)]
+    listed_at_ms: i64,
 }
+
+/// How long content-sync deltas go without listing anchors. A session log records deletions, but
+/// an entry moved out from under a base DN that is not the suffix may not show as one; an hourly
+/// listing (a few seconds at 150,000 objects) bounds how long such an object can linger.
+const RELIST_AFTER_MS: i64 = 3_600_000;
 
 #[derive(Serialize, Deserialize)]
 struct Watermark {
@@ -421,9 +430,15 @@ impl Syncer {
 
         // Deletions: a full cycle sent everything (the console deletes what did not come); a delta
         // compares the anchors present now with the previous cycle's.
-        let (complete, anchors, deleted) = match (&delta_from, previous) {
+        let now_ms = crate::db::now_ms();
+        let (complete, anchors, deleted, listed_at_ms) = match (&delta_from, previous) {
             // The server's session log named the deletions: no listing needed.
-            (Some(_), Some(previous)) if cookie_from.is_some() && !content_sync.present_phase => {
+            (Some(_), Some(previous))
+                if cookie_from.is_some()
+                    && !content_sync.present_phase
+                    && now_ms.saturating_sub(previous.listed_at_ms) < RELIST_AFTER_MS =>
+            {
+                let listed_at_ms = previous.listed_at_ms;
                 let mut known: HashSet<String> = previous.anchors.into_iter().collect();
                 known.extend(self.shared.peek_on_demand(&dir.domain));
                 let changed: HashSet<&str> = seen.iter().map(String::as_str).collect();
@@ -436,7 +451,7 @@ impl Syncer {
                     known.remove(anchor);
                 }
                 known.extend(seen);
-                (false, known.into_iter().collect(), deleted)
+                (false, known.into_iter().collect(), deleted, listed_at_ms)
             }
             (Some(_), Some(previous)) => {
                 let present = list_anchors(&mut conn, dir, &d).await?;
@@ -447,9 +462,9 @@ impl Syncer {
                     .into_iter()
                     .filter(|a| !now.contains(a.as_str()))
                     .collect();
-                (false, present, deleted)
+                (false, present, deleted, now_ms)
             }
-            _ => (true, seen, Vec::new()),
+            _ => (true, seen, Vec::new(), now_ms),
         };
         let present = (!complete).then_some(anchors.len() as u64);
         conn.close().await;
@@ -460,6 +475,7 @@ impl Syncer {
         let state = LocalState {
             state_id: uuid::Uuid::new_v4().to_string(),
             anchors,
+            listed_at_ms,
         };
         let finish = Finish {
             complete,
