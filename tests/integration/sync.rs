@@ -36,7 +36,7 @@ pub(crate) async fn configuration(api: &Api, id: &str) -> Value {
     body
 }
 
-async fn operate(api: &Api, id: &str, op: &str) -> Value {
+pub(crate) async fn operate(api: &Api, id: &str, op: &str) -> Value {
     let (status, body) = api
         .send(Method::POST, &format!("/configurations/{id}/{op}"), None)
         .await;
@@ -44,7 +44,7 @@ async fn operate(api: &Api, id: &str, op: &str) -> Value {
     body
 }
 
-async fn patch(api: &Api, id: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn patch(api: &Api, id: &str, body: Value) -> (u16, Value) {
     api.send(Method::PATCH, &format!("/configurations/{id}"), Some(body))
         .await
 }
@@ -68,7 +68,7 @@ pub(crate) async fn objects(api: &Api, kind: &str) -> Vec<Value> {
     body["items"].as_array().unwrap().clone()
 }
 
-fn find<'a>(items: &'a [Value], field: &str, value: &str) -> Option<&'a Value> {
+pub(crate) fn find<'a>(items: &'a [Value], field: &str, value: &str) -> Option<&'a Value> {
     items.iter().find(|i| {
         i[field].as_str() == Some(value) || i["attributes"][field].as_str() == Some(value)
     })
@@ -81,7 +81,7 @@ pub(crate) fn names(items: &[Value]) -> HashSet<String> {
         .collect()
 }
 
-async fn logs(api: &Api, query: &str) -> Vec<Value> {
+pub(crate) async fn logs(api: &Api, query: &str) -> Vec<Value> {
     let (status, body) = api
         .get(&format!("/provisioning-logs?limit=500&{query}"))
         .await;

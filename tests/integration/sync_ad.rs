@@ -9,6 +9,10 @@
 
 use crate::directory_support::*;
 use crate::support::*;
+use crate::sync::{
+    attr, configuration, create_configuration, cycle_after, find, logs, names, objects, operate,
+    patch,
+};
 use hybridsync::directory::conn::Connection;
 use hybridsync::directory::escape::{dn_value, unescape_dn_value};
 use ldap3::Mod;
@@ -20,84 +24,10 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(40);
 
 // ---------------------------------------------------------------------------------------------
-// Console API helpers (copied from sync.rs, which keeps its own private)
-
-/// Creates the domain's configuration once a running agent has reported the domain.
-async fn create_configuration(api: &Api, domain: &str, phs: bool) -> String {
-    wait_for("the agent to report its domain", WAIT, || async {
-        let (status, body) = api
-            .send(
-                Method::POST,
-                "/configurations",
-                Some(json!({"domain": domain, "password_hash_sync": phs})),
-            )
-            .await;
-        (status == 201).then(|| body["id"].as_str().unwrap().to_string())
-    })
-    .await
-}
-
-async fn configuration(api: &Api, id: &str) -> Value {
-    let (status, body) = api.get(&format!("/configurations/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-async fn operate(api: &Api, id: &str, op: &str) -> Value {
-    let (status, body) = api
-        .send(Method::POST, &format!("/configurations/{id}/{op}"), None)
-        .await;
-    assert_eq!(status, 200, "{op}: {body}");
-    body
-}
-
-async fn patch(api: &Api, id: &str, body: Value) -> (u16, Value) {
-    api.send(Method::PATCH, &format!("/configurations/{id}"), Some(body))
-        .await
-}
-
-/// Runs `op` (enable, sync-now, restart, clear-quarantine) and waits for the cycle it starts to
-/// end; returns that cycle.
-async fn cycle_after(api: &Api, id: &str, op: &str) -> Value {
-    let before = configuration(api, id).await["last_cycle"]["id"].clone();
-    operate(api, id, op).await;
-    wait_for(&format!("a cycle after {op}"), WAIT, || async {
-        let c = configuration(api, id).await;
-        let last = c["last_cycle"].clone();
-        (last["id"] != before && last["state"] != "running" && !last.is_null()).then_some(last)
-    })
-    .await
-}
-
-async fn objects(api: &Api, kind: &str) -> Vec<Value> {
-    let (status, body) = api.get(&format!("/{kind}?limit=500")).await;
-    assert_eq!(status, 200, "{body}");
-    body["items"].as_array().unwrap().clone()
-}
-
-fn find<'a>(items: &'a [Value], field: &str, value: &str) -> Option<&'a Value> {
-    items.iter().find(|i| {
-        i[field].as_str() == Some(value) || i["attributes"][field].as_str() == Some(value)
-    })
-}
-
-fn names(items: &[Value]) -> HashSet<String> {
-    items
-        .iter()
-        .filter_map(|i| i["display_name"].as_str().map(str::to_owned))
-        .collect()
-}
+// Console API helpers beyond those of sync.rs
 
 fn set_of(names: &[&str]) -> HashSet<String> {
     names.iter().map(|n| n.to_string()).collect()
-}
-
-async fn logs(api: &Api, query: &str) -> Vec<Value> {
-    let (status, body) = api
-        .get(&format!("/provisioning-logs?limit=500&{query}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["items"].as_array().unwrap().clone()
 }
 
 /// How many provisioning logs the console holds in all.
@@ -105,13 +35,6 @@ async fn log_total(api: &Api) -> u64 {
     let (status, body) = api.get("/provisioning-logs?limit=1").await;
     assert_eq!(status, 200, "{body}");
     body["total"].as_u64().unwrap()
-}
-
-fn attr(name: &str, values: &[&str]) -> (Vec<u8>, HashSet<Vec<u8>>) {
-    (
-        name.as_bytes().to_vec(),
-        values.iter().map(|v| v.as_bytes().to_vec()).collect(),
-    )
 }
 
 /// Percent-encodes a query parameter value (a DN with spaces, commas, quotes…).
