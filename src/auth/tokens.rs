@@ -29,6 +29,11 @@ pub fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// [`digest`] as a fixed-size array, for keys kept in memory.
+pub fn digest_array(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 pub fn hex_digest(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()

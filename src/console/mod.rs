@@ -22,7 +22,12 @@ use std::time::Duration;
 /// Builds the application state from the data dir: database (migrated), console key, fleet.
 /// `listening` is the bound address (the flag may say port 0).
 pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Result<AppState> {
+    let started = std::time::Instant::now();
     let db = db::open(&args.data_dir).await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database open"
+    );
     let key = ConsoleKey::load_or_create(&args.data_dir)?;
     let config = FleetConfig {
         environment: args.environment,

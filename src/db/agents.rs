@@ -198,86 +198,86 @@ pub async fn insert_events(
     Ok(())
 }
 
-/// Every agent, read as one JSON document: decoding one large text is far cheaper than decoding
-/// a hundred thousand rows one by one, which is what keeps start-up fast at fleet scale.
-pub async fn load_all_packed(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRow>> {
-    let json: Option<String> = sqlx::query_scalar(
-        "SELECT json_group_array(json_array(agent_id, hex(credential_hash), console_token_generation, \
-           machine_name, external_ip, listen_addr, version, extension, environment, registered_at, \
-           enrollment_token_id, last_heartbeat_at, last_contact_at, heartbeat_interval_seconds, uptime_seconds, \
-           status, status_since, health, health_reason, health_since, checks_json, last_poll_at, last_poll_error, \
-           domains_json, tls_cert_sha256)) \
-         FROM agent",
-    )
-    .fetch_one(pool)
-    .await?;
-    /// One `json_array(...)` above, in column order (a tuple struct reads a JSON array).
-    #[derive(serde::Deserialize)]
-    struct Packed(
-        String,
-        String,
-        i64,
-        String,
-        String,
-        Option<String>,
-        String,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        i64,
-        i64,
-        Option<i64>,
-        String,
-        i64,
-        String,
-        String,
-        i64,
-        String,
-        Option<i64>,
-        Option<String>,
-        String,
-        Option<String>,
-    );
-    let packed: Vec<Packed> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(packed
-        .into_iter()
-        .map(|p| AgentRow {
-            agent_id: p.0,
-            credential_hash: decode_hex(&p.1),
-            console_token_generation: p.2,
-            machine_name: p.3,
-            external_ip: p.4,
-            listen_addr: p.5,
-            version: p.6,
-            extension: p.7,
-            environment: p.8,
-            registered_at: p.9,
-            enrollment_token_id: p.10,
-            last_heartbeat_at: p.11,
-            last_contact_at: p.12,
-            heartbeat_interval_seconds: p.13,
-            uptime_seconds: p.14,
-            status: p.15,
-            status_since: p.16,
-            health: p.17,
-            health_reason: p.18,
-            health_since: p.19,
-            checks_json: p.20,
-            last_poll_at: p.21,
-            last_poll_error: p.22,
-            domains_json: p.23,
-            tls_cert_sha256: p.24,
-        })
-        .collect())
+/// One `agent` row as SQLite holds it, borrowed while [`for_each`] reads the table.
+pub struct AgentRowRef<'a> {
+    pub agent_id: &'a str,
+    pub credential_hash: &'a [u8],
+    pub console_token_generation: i64,
+    pub machine_name: &'a str,
+    pub external_ip: &'a str,
+    pub listen_addr: Option<&'a str>,
+    pub version: &'a str,
+    pub extension: &'a str,
+    pub environment: &'a str,
+    pub registered_at: i64,
+    pub enrollment_token_id: Option<i64>,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_contact_at: i64,
+    pub heartbeat_interval_seconds: i64,
+    pub uptime_seconds: Option<i64>,
+    pub status: &'a str,
+    pub status_since: i64,
+    pub health: &'a str,
+    pub health_reason: &'a str,
+    pub health_since: i64,
+    pub checks_json: &'a str,
+    pub last_poll_at: Option<i64>,
+    pub last_poll_error: Option<&'a str>,
+    pub domains_json: &'a str,
+    pub tls_cert_sha256: Option<&'a str>,
 }
 
-fn decode_hex(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
+/// How many agents there are.
+pub async fn count(pool: &SqlitePool) -> sqlx::Result<usize> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM agent")
+        .fetch_one(pool)
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Calls `each` with every agent row, its values borrowed from SQLite's own buffers: the
+/// console's start-up path at fleet scale (see [`super::raw`]).
+pub async fn for_each(
+    pool: &SqlitePool,
+    mut each: impl FnMut(AgentRowRef<'_>),
+) -> sqlx::Result<()> {
+    const SQL: &std::ffi::CStr = c"SELECT agent_id, credential_hash, console_token_generation, \
+        machine_name, external_ip, listen_addr, version, extension, environment, registered_at, \
+        enrollment_token_id, last_heartbeat_at, last_contact_at, heartbeat_interval_seconds, \
+        uptime_seconds, status, status_since, health, health_reason, health_since, checks_json, \
+        last_poll_at, last_poll_error, domains_json, tls_cert_sha256 FROM agent";
+    super::raw::for_each_row(pool, SQL, |r| {
+        each(AgentRowRef {
+            agent_id: r.text(0)?.unwrap_or_default(),
+            credential_hash: r.bytes(1).unwrap_or_default(),
+            console_token_generation: r.int(2).unwrap_or(1),
+            machine_name: r.text(3)?.unwrap_or_default(),
+            external_ip: r.text(4)?.unwrap_or_default(),
+            listen_addr: r.text(5)?,
+            version: r.text(6)?.unwrap_or_default(),
+            extension: r.text(7)?.unwrap_or_default(),
+            environment: r.text(8)?.unwrap_or_default(),
+            registered_at: r.int(9).unwrap_or(0),
+            enrollment_token_id: r.int(10),
+            last_heartbeat_at: r.int(11),
+            last_contact_at: r.int(12).unwrap_or(0),
+            heartbeat_interval_seconds: r.int(13).unwrap_or(30),
+            uptime_seconds: r.int(14),
+            status: r.text(15)?.unwrap_or_default(),
+            status_since: r.int(16).unwrap_or(0),
+            health: r.text(17)?.unwrap_or_default(),
+            health_reason: r.text(18)?.unwrap_or_default(),
+            health_since: r.int(19).unwrap_or(0),
+            checks_json: r.text(20)?.unwrap_or("[]"),
+            last_poll_at: r.int(21),
+            last_poll_error: r.text(22)?,
+            domains_json: r.text(23)?.unwrap_or("[]"),
+            tls_cert_sha256: r.text(24)?,
+        });
+        Ok(())
+    })
+    .await
+    .map_err(|e| sqlx::Error::Protocol(format!("cannot read the agent table: {e}")))
 }
 
 /// The columns a plain heartbeat changes.

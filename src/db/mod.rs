@@ -8,6 +8,7 @@ pub mod api_tokens;
 pub mod audit;
 pub mod enrollment_tokens;
 pub mod oidc_accounts;
+pub mod raw;
 pub mod self_service;
 pub mod sessions;
 pub mod sync;

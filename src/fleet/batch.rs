@@ -94,14 +94,9 @@ impl Fleet {
         .await?;
         tx.commit().await?;
         let mut inner = self.write();
-        for agent in agents {
-            inner
-                .by_credential
-                .insert(agent.credential_hash.clone(), agent.id.clone());
-            inner.count_version(&agent.version, 1);
-            inner.agents.insert(agent.id.clone(), agent);
+        for agent in &agents {
+            inner.insert(agent);
         }
-        inner.by_name_fresh = false;
         Ok(BatchEnrollResponse { agents: answer })
     }
 }

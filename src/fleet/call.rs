@@ -86,10 +86,11 @@ fn target(fleet: &Weak<RwLock<Inner>>, host: &str) -> Result<Target, String> {
         .ok_or_else(|| "the console is shutting down".to_string())?;
     let inner = fleet.read().unwrap_or_else(PoisonError::into_inner);
     let agent = inner
-        .agents
-        .get(agent_id)
+        .slots
+        .find_str(agent_id)
+        .and_then(|idx| inner.slots.get(idx))
         .ok_or_else(|| format!("no agent with id {agent_id}"))?;
-    let pin = agent.tls_cert_sha256.ok_or(NO_PIN)?;
+    let pin = agent.tls_pin.ok_or(NO_PIN)?;
     if label != hex(&pin[..PIN_LABEL_BYTES]) {
         return Err(STALE.into());
     }
@@ -239,12 +240,13 @@ impl Fleet {
         let (url, token) = {
             let inner = self.read();
             let agent = inner
-                .agents
-                .get(agent_id)
+                .slots
+                .find_str(agent_id)
+                .and_then(|idx| inner.slots.get(idx))
                 .ok_or_else(|| format!("no agent with id {agent_id}"))?;
             let addr = agent.api_addr().ok_or(NO_ADDRESS)?;
-            let pin = agent.tls_cert_sha256.ok_or(NO_PIN)?;
-            let host = host_name(&agent.id, &pin);
+            let pin = agent.tls_pin.ok_or(NO_PIN)?;
+            let host = host_name(&agent.id.to_string(), &pin);
             (
                 format!("https://{host}:{}{AGENT_API}{path}", addr.port()),
                 self.console_token_for(agent),
@@ -417,8 +419,12 @@ mod tests {
         assert!(fleet.poll_one(&good).await.unwrap().ok);
         {
             let inner = fleet.read();
-            assert!(!inner.dirty.contains(&good));
-            assert!(inner.beating.contains(&good));
+            let slot = inner
+                .slots
+                .get(inner.slots.find_str(&good).unwrap())
+                .unwrap();
+            assert!(!slot.dirty);
+            assert!(slot.beating);
         }
         fleet.flush().await.unwrap();
         let polled_at = fleet.get(&good).unwrap().last_poll_at;
@@ -449,6 +455,7 @@ mod tests {
         assert!(agent.health_reason.contains(PIN_MISMATCH));
         assert!(fleet
             .read()
+            .queues
             .events
             .iter()
             .any(|e| e.agent_id == bad && e.to_value == "certificate refused"));

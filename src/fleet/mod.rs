@@ -4,13 +4,15 @@
 //! updates one entry under a short lock and marks it dirty; a flusher writes all dirty agents and pending
 //! transitions in one transaction every [`FLUSH_INTERVAL`] (group commit). Enrollment and deletion are
 //! written to the database first, in a transaction with their audit entry, and only then applied in
-//! memory, so a failed write leaves nothing half-done.
+//! memory, so a failed write leaves nothing half-done. The records themselves are compact (see
+//! [`store`]); [`Agent`] is the full view the rest of the console reads.
 
 pub mod batch;
 pub mod call;
 pub mod health;
 pub mod metrics;
 pub mod poll;
+mod store;
 
 use crate::auth::tokens::{self, ConsoleKey};
 use crate::db::{self, agents::AgentRow, agents::NewAgentEvent, audit::NewAuditEntry};
@@ -18,13 +20,14 @@ use crate::protocol::{
     EnrollRequest, EnrollResponse, Environment, Extension, HealthCheck, Heartbeat,
     HeartbeatResponse, WhoAmI,
 };
-use health::{Health, Observed, Status, Thresholds};
+use health::{Health, Status, Thresholds};
 use serde_json::json;
 use sqlx::SqlitePool;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use store::{Idx, Pools, Slot, Slots};
 
 /// Most domains one agent may report (a bound on what an agent can make the console hold).
 const MAX_DOMAINS: usize = 64;
@@ -44,11 +47,11 @@ pub struct FleetConfig {
     pub poll_concurrency: usize,
 }
 
-/// One agent as the console knows it.
+/// One agent as the console knows it: an owned copy, taken under the fleet's lock.
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: String,
-    credential_hash: Vec<u8>,
+    credential_hash: [u8; 32],
     console_token_generation: i64,
     pub machine_name: String,
     pub external_ip: String,
@@ -68,8 +71,7 @@ pub struct Agent {
     /// Static for the usual reasons, so 100,000 agents do not hold 100,000 copies of them.
     pub health_reason: Cow<'static, str>,
     pub health_since: i64,
-    /// Shared between agents reporting the same checks (see [`CheckSets`]).
-    pub checks: Arc<[HealthCheck]>,
+    pub checks: Vec<HealthCheck>,
     pub last_poll_at: Option<i64>,
     pub last_poll_error: Option<String>,
     /// Domains the agent serves; filled by directory sync.
@@ -77,8 +79,6 @@ pub struct Agent {
     /// SHA-256 of the certificate the agent serves its API with, pinned at enrollment (None for
     /// agents enrolled before pinning: the console does not call those).
     pub tls_cert_sha256: Option<call::Pin>,
-    /// This agent's place in the name-ordered index (valid while the index is fresh).
-    name_pos: usize,
 }
 
 impl Agent {
@@ -97,7 +97,7 @@ impl Agent {
     ) -> Self {
         Agent {
             id: uuid::Uuid::new_v4().to_string(),
-            credential_hash: tokens::digest(credential),
+            credential_hash: tokens::digest_array(credential),
             console_token_generation: 1,
             machine_name,
             external_ip,
@@ -116,24 +116,23 @@ impl Agent {
             health: Health::Degraded,
             health_reason: Cow::Borrowed(health::ENROLLED),
             health_since: now,
-            checks: Arc::from([]),
+            checks: Vec::new(),
             last_poll_at: None,
             last_poll_error: None,
             domains: Vec::new(),
             tls_cert_sha256,
-            name_pos: usize::MAX,
         }
     }
 
-    fn from_row(row: AgentRow, check_sets: &mut CheckSets) -> Self {
+    fn from_row(row: AgentRow) -> Self {
         Agent {
-            checks: check_sets.intern(serde_json::from_str(&row.checks_json).unwrap_or_default()),
+            checks: serde_json::from_str(&row.checks_json).unwrap_or_default(),
             extension: row.extension.parse().unwrap_or_default(),
             environment: row.environment.parse().unwrap_or_default(),
             status: Status::parse(&row.status).unwrap_or(Status::Active),
             health: Health::parse(&row.health).unwrap_or(Health::Degraded),
             id: row.agent_id,
-            credential_hash: row.credential_hash,
+            credential_hash: row.credential_hash.try_into().unwrap_or([0; 32]),
             console_token_generation: row.console_token_generation,
             machine_name: row.machine_name,
             external_ip: row.external_ip,
@@ -146,20 +145,19 @@ impl Agent {
             heartbeat_interval_seconds: row.heartbeat_interval_seconds,
             uptime_seconds: row.uptime_seconds,
             status_since: row.status_since,
-            health_reason: health::static_reason(row.health_reason),
+            health_reason: store::reason(&row.health_reason),
             health_since: row.health_since,
             last_poll_at: row.last_poll_at,
             last_poll_error: row.last_poll_error,
             domains: serde_json::from_str(&row.domains_json).unwrap_or_default(),
             tls_cert_sha256: row.tls_cert_sha256.as_deref().and_then(call::parse_pin),
-            name_pos: usize::MAX,
         }
     }
 
     fn to_row(&self) -> AgentRow {
         AgentRow {
             agent_id: self.id.clone(),
-            credential_hash: self.credential_hash.clone(),
+            credential_hash: self.credential_hash.to_vec(),
             console_token_generation: self.console_token_generation,
             machine_name: self.machine_name.clone(),
             external_ip: self.external_ip.clone(),
@@ -186,17 +184,6 @@ impl Agent {
         }
     }
 
-    fn observed(&self) -> Observed<'_> {
-        Observed {
-            registered_at: self.registered_at,
-            last_heartbeat_at: self.last_heartbeat_at,
-            last_contact_at: self.last_contact_at,
-            heartbeat_interval_seconds: self.heartbeat_interval_seconds,
-            last_poll_error: self.last_poll_error.as_deref(),
-            checks: &self.checks,
-        }
-    }
-
     /// What the audit log keeps about an agent (no credential material).
     pub fn audit_json(&self) -> serde_json::Value {
         json!({
@@ -213,13 +200,7 @@ impl Agent {
 
     /// Where the console reaches the agent's API, if the agent told us.
     pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
-        let addr: std::net::SocketAddr = self.listen_addr.as_deref()?.parse().ok()?;
-        let ip = if addr.ip().is_unspecified() {
-            self.external_ip.parse().ok()?
-        } else {
-            addr.ip()
-        };
-        Some(std::net::SocketAddr::new(ip, addr.port()))
+        store::api_addr(self.listen_addr.as_deref(), &self.external_ip)
     }
 
     /// The agent's API as people see it (`https://ADDRESS`). Calls go through
@@ -358,7 +339,7 @@ pub struct FleetCounts {
 /// One agent in the name-ordered index: what the Agents page filters on, kept contiguous so a page
 /// at fleet scale is one sequential scan; only the agents shown are then looked up.
 struct NameEntry {
-    id: String,
+    idx: Idx,
     status: Status,
     health: Health,
     status_since: i64,
@@ -367,155 +348,208 @@ struct NameEntry {
 
 impl NameEntry {
     /// Takes over the agent's status and health after a transition.
-    fn copy_state(&mut self, agent: &Agent) {
-        self.status = agent.status;
-        self.health = agent.health;
-        self.status_since = agent.status_since;
-        self.health_since = agent.health_since;
+    fn copy_state(&mut self, slot: &Slot) {
+        self.status = slot.status;
+        self.health = slot.health;
+        self.status_since = slot.status_since;
+        self.health_since = slot.health_since;
     }
 
-    fn of(agent: &Agent) -> Self {
+    fn of(idx: Idx, slot: &Slot) -> Self {
         NameEntry {
-            id: agent.id.clone(),
-            status: agent.status,
-            health: agent.health,
-            status_since: agent.status_since,
-            health_since: agent.health_since,
+            idx,
+            status: slot.status,
+            health: slot.health,
+            status_since: slot.status_since,
+            health_since: slot.health_since,
+        }
+    }
+}
+
+/// The write queues: places of agents to write at the next flush. Each agent is queued once (its
+/// `dirty` / `beating` flag says whether it is); a place freed and reused meanwhile is skipped by
+/// the flag, as a new agent is written when it enrolls.
+#[derive(Default)]
+struct Queues {
+    /// Agents whose state changed beyond heartbeat timestamps: written as whole rows.
+    dirty: Vec<Idx>,
+    /// Agents that only heartbeated: written as timestamps, many rows per statement.
+    beating: Vec<Idx>,
+    events: Vec<NewAgentEvent>,
+}
+
+impl Queues {
+    fn mark_dirty(&mut self, idx: Idx, slot: &mut Slot) {
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
+    fn mark_beating(&mut self, idx: Idx, slot: &mut Slot) {
+        if !slot.dirty && !slot.beating {
+            slot.beating = true;
+            self.beating.push(idx);
         }
     }
 }
 
 #[derive(Default)]
 struct Inner {
-    agents: HashMap<String, Agent>,
-    by_credential: HashMap<Vec<u8>, String>,
-    /// Agents whose state changed beyond heartbeat timestamps: written as whole rows.
-    dirty: HashSet<String>,
-    /// Agents that only heartbeated: written as timestamps, many rows per statement.
-    beating: HashSet<String>,
-    events: Vec<NewAgentEvent>,
-    /// Agent ids sorted by (lower-case machine name, id): the Agents page's default order, kept so
+    slots: Slots,
+    queues: Queues,
+    /// Places sorted by (ASCII-folded machine name, id): the Agents page's default order, kept so
     /// a page at 100,000 agents is a filtered walk instead of a sort. Rebuilt lazily when stale.
     by_name: Vec<NameEntry>,
     by_name_fresh: bool,
     /// Agents per reported version, kept as versions change (for Home and `/metrics`).
-    versions: HashMap<String, usize>,
-    check_sets: CheckSets,
+    versions: HashMap<store::Shared<String>, usize>,
+    pools: Pools,
 }
 
-/// The distinct sets of health checks agents report, each held once: a fleet reports a handful of
-/// distinct sets, and a copy per agent would be most of the fleet's memory. Sets no agent holds
-/// any more are dropped by [`CheckSets::prune`].
-#[derive(Default)]
-pub(crate) struct CheckSets {
-    sets: HashSet<Arc<[HealthCheck]>>,
-}
-
-impl CheckSets {
-    pub(crate) fn intern(&mut self, checks: Vec<HealthCheck>) -> Arc<[HealthCheck]> {
-        if let Some(set) = self.sets.get(checks.as_slice()) {
-            return set.clone();
-        }
-        let set: Arc<[HealthCheck]> = Arc::from(checks);
-        self.sets.insert(set.clone());
-        set
-    }
-
-    /// Forgets sets only this table holds (an agent whose messages vary would otherwise grow it).
-    fn prune(&mut self) {
-        self.sets.retain(|set| Arc::strong_count(set) > 1);
+fn count_version(
+    versions: &mut HashMap<store::Shared<String>, usize>,
+    version: &store::Shared<String>,
+    delta: isize,
+) {
+    let n = versions.entry(version.clone()).or_default();
+    *n = n.saturating_add_signed(delta);
+    if *n == 0 {
+        versions.remove(version);
     }
 }
 
 impl Inner {
-    fn count_version(&mut self, version: &str, delta: isize) {
-        let n = self.versions.entry(version.to_string()).or_default();
-        *n = n.saturating_add_signed(delta);
+    /// Adds (or, for a re-install, replaces) an agent.
+    fn insert(&mut self, agent: &Agent) {
+        let Some(slot) = Slot::from_agent(agent, &mut self.pools) else {
+            tracing::error!(agent_id = %agent.id, "agent id is not a UUID; not kept in memory");
+            return;
+        };
+        if let Some(old) = self.slots.find(&slot.id).and_then(|i| self.slots.get(i)) {
+            let version = old.version.clone();
+            count_version(&mut self.versions, &version, -1);
+        }
+        count_version(&mut self.versions, &slot.version, 1);
+        self.slots.upsert(slot);
+        self.by_name_fresh = false;
     }
 
     /// Re-evaluates one agent and queues an event for each transition.
-    fn reevaluate(&mut self, id: &str, t: &Thresholds, now: i64, contact_reason: Option<&str>) {
+    fn reevaluate(&mut self, idx: Idx, t: &Thresholds, now: i64, contact_reason: Option<&str>) {
         let Inner {
-            agents,
-            dirty,
-            events,
+            slots,
+            queues,
+            by_name,
+            by_name_fresh,
+            pools,
+            ..
+        } = self;
+        if let Some(slot) = slots.get_mut(idx) {
+            if reevaluate(idx, slot, queues, &mut pools.texts, t, now, contact_reason)
+                && *by_name_fresh
+            {
+                if let Some(entry) = by_name
+                    .get_mut(slot.name_pos as usize)
+                    .filter(|e| e.idx == idx)
+                {
+                    entry.copy_state(slot);
+                }
+            }
+        }
+    }
+
+    /// Builds the name order (after an enrollment, deletion or rename made it stale).
+    fn rebuild_name_order(&mut self) {
+        let Inner {
+            slots,
             by_name,
             by_name_fresh,
             ..
         } = self;
-        if let Some(agent) = agents.get_mut(id) {
-            if reevaluate(agent, dirty, events, t, now, contact_reason) && *by_name_fresh {
-                update_name_entry(by_name, agent);
+        let mut keys: Vec<(u64, Idx)> = slots.iter().map(|(i, s)| (s.name_prefix(), i)).collect();
+        let slot = |i: Idx| slots.get(i).expect("listed");
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| slot(a.1).name_cmp(slot(b.1))));
+        by_name.clear();
+        by_name.reserve_exact(keys.len().saturating_sub(by_name.capacity()));
+        for (pos, (_, idx)) in keys.into_iter().enumerate() {
+            if let Some(slot) = slots.get_mut(idx) {
+                slot.name_pos = Idx::try_from(pos).unwrap_or(Idx::MAX);
+                by_name.push(NameEntry::of(idx, slot));
             }
         }
+        *by_name_fresh = true;
     }
 }
 
-/// Mirrors a status or health change into the name-ordered index.
-fn update_name_entry(by_name: &mut [NameEntry], agent: &Agent) {
-    if let Some(entry) = by_name.get_mut(agent.name_pos).filter(|e| e.id == agent.id) {
-        entry.copy_state(agent);
-    }
-}
-
-/// Re-evaluates `agent`; on any change marks it dirty, and queues an event per transition.
+/// Re-evaluates `slot`; on any change queues it for writing, and an event per transition.
 /// Allocates nothing when nothing changed: the sweeper runs this for every agent every second.
 /// Returns whether the status or the health changed.
 fn reevaluate(
-    agent: &mut Agent,
-    dirty: &mut HashSet<String>,
-    events: &mut Vec<NewAgentEvent>,
+    idx: Idx,
+    slot: &mut Slot,
+    queues: &mut Queues,
+    texts: &mut store::Interned<String>,
     t: &Thresholds,
     now: i64,
     contact_reason: Option<&str>,
 ) -> bool {
-    let status = health::evaluate_status(&agent.observed(), t, now);
-    let (health, reason) = health::evaluate_health(&agent.observed(), t, now);
-    let status_changed = status != agent.status;
-    let health_changed = health != agent.health;
+    let status = health::evaluate_status(&slot.observed(), t, now);
+    let (health, reason) = health::evaluate_health(&slot.observed(), t, now);
+    let status_changed = status != slot.status;
+    let health_changed = health != slot.health;
     let mut changed = false;
     if status_changed {
         let why = match status {
             Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
             Status::Inactive => format!(
                 "no contact for {}",
-                health::human(now - agent.last_contact_at)
+                health::human(now - slot.last_contact_at)
             ),
         };
-        events.push(NewAgentEvent {
-            agent_id: agent.id.clone(),
+        queues.events.push(NewAgentEvent {
+            agent_id: slot.id.to_string(),
             at: now,
             kind: "status",
-            from_value: Some(agent.status.as_str().into()),
+            from_value: Some(slot.status.as_str().into()),
             to_value: status.as_str().into(),
             reason: why,
         });
-        agent.status = status;
-        agent.status_since = now;
+        slot.status = status;
+        slot.status_since = now;
         changed = true;
     }
     if health_changed {
-        events.push(NewAgentEvent {
-            agent_id: agent.id.clone(),
+        queues.events.push(NewAgentEvent {
+            agent_id: slot.id.to_string(),
             at: now,
             kind: "health",
-            from_value: Some(agent.health.as_str().into()),
+            from_value: Some(slot.health.as_str().into()),
             to_value: health.as_str().into(),
             reason: reason.to_string(),
         });
-        agent.health = health;
-        agent.health_since = now;
+        slot.health = health;
+        slot.health_since = now;
         changed = true;
     }
-    if *reason != *agent.health_reason {
-        agent.health_reason = reason;
+    if *reason != *slot.health_reason {
+        slot.health_reason = texts.intern(&reason);
         changed = true;
     }
-    let transition = status_changed || health_changed;
-    if changed && !dirty.contains(&agent.id) {
-        dirty.insert(agent.id.clone());
+    if changed {
+        queues.mark_dirty(idx, slot);
     }
-    transition
+    status_changed || health_changed
+}
+
+/// Case-insensitive `contains` for a search box: no allocation for ASCII text.
+fn contains_folded(hay: &str, needle_lower: &str) -> bool {
+    if hay.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        hay.to_lowercase().contains(needle_lower)
+    }
 }
 
 /// The live fleet. Cheap to share: hold it in an `Arc`.
@@ -530,24 +564,93 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Loads every agent from the database.
+    /// Loads every agent from the database, straight into the store (no intermediate rows), and
+    /// builds the name order, so the first page does not pay for it.
     pub async fn load(
         db: SqlitePool,
         key: ConsoleKey,
         config: FleetConfig,
     ) -> anyhow::Result<Self> {
-        let rows = db::agents::load_all_packed(&db).await?;
+        let started = std::time::Instant::now();
         let mut inner = Inner::default();
-        inner.agents.reserve(rows.len());
-        inner.by_credential.reserve(rows.len());
-        for row in rows {
-            let agent = Agent::from_row(row, &mut inner.check_sets);
-            inner
-                .by_credential
-                .insert(agent.credential_hash.clone(), agent.id.clone());
-            inner.count_version(&agent.version, 1);
-            inner.agents.insert(agent.id.clone(), agent);
+        let count = db::agents::count(&db).await?;
+        inner.slots = Slots::with_capacity(count);
+        // Most agents report one of a few check lists: parse each distinct text once.
+        let mut checks_by_text: HashMap<String, store::Shared<Vec<HealthCheck>>> = HashMap::new();
+        let mut skipped = 0usize;
+        db::agents::for_each(&db, |row| {
+            let Ok(id) = uuid::Uuid::parse_str(row.agent_id) else {
+                skipped += 1;
+                tracing::error!(agent_id = row.agent_id, "agent id is not a UUID; skipped");
+                return;
+            };
+            let checks = match checks_by_text.get(row.checks_json) {
+                Some(checks) => checks.clone(),
+                None => {
+                    let parsed: Vec<HealthCheck> =
+                        serde_json::from_str(row.checks_json).unwrap_or_default();
+                    let checks = inner.pools.checks.intern(&parsed);
+                    checks_by_text.insert(row.checks_json.to_string(), checks.clone());
+                    checks
+                }
+            };
+            let domains = if row.domains_json == "[]" {
+                inner.pools.domains.intern(&[])
+            } else {
+                let parsed: Vec<Box<str>> =
+                    serde_json::from_str(row.domains_json).unwrap_or_default();
+                inner.pools.domains.intern(&parsed)
+            };
+            let slot = Slot {
+                id,
+                credential_hash: row.credential_hash.try_into().unwrap_or([0; 32]),
+                tls_pin: row.tls_cert_sha256.and_then(call::parse_pin),
+                machine_name: row.machine_name.into(),
+                listen_addr: row.listen_addr.map(|a| inner.pools.texts.intern(a)),
+                last_poll_error: row.last_poll_error.map(|e| inner.pools.texts.intern(e)),
+                domains,
+                version: inner.pools.texts.intern(row.version),
+                external_ip: inner.pools.texts.intern(row.external_ip),
+                health_reason: inner.pools.texts.intern(row.health_reason),
+                checks,
+                registered_at: row.registered_at,
+                last_contact_at: row.last_contact_at,
+                status_since: row.status_since,
+                health_since: row.health_since,
+                last_heartbeat_at: row.last_heartbeat_at.into(),
+                last_poll_at: row.last_poll_at.into(),
+                uptime_seconds: row.uptime_seconds.into(),
+                enrollment_token_id: row.enrollment_token_id.into(),
+                console_token_generation: u32::try_from(row.console_token_generation)
+                    .unwrap_or(u32::MAX),
+                heartbeat_interval_seconds: u32::try_from(row.heartbeat_interval_seconds)
+                    .unwrap_or(30),
+                name_pos: Idx::MAX,
+                extension: row.extension.parse().unwrap_or_default(),
+                environment: row.environment.parse().unwrap_or_default(),
+                status: Status::parse(row.status).unwrap_or(Status::Active),
+                health: Health::parse(row.health).unwrap_or(Health::Degraded),
+                dirty: false,
+                beating: false,
+            };
+            count_version(&mut inner.versions, &slot.version, 1);
+            inner.slots.upsert(slot);
+        })
+        .await?;
+        if skipped > 0 {
+            tracing::error!(
+                skipped,
+                "agents with ids that are not UUIDs were not loaded; delete them from the agent table"
+            );
         }
+        let read = started.elapsed();
+        inner.rebuild_name_order();
+        tracing::info!(
+            agents = inner.slots.len(),
+            read_ms = read.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "fleet loaded"
+        );
         let inner = Arc::new(RwLock::new(inner));
         let http = call::client(&inner, config.poll_timeout)?;
         Ok(Fleet {
@@ -611,7 +714,7 @@ impl Fleet {
                     &row.credential_hash,
                     &tokens::digest(&existing.agent_credential),
                 ) {
-                    previous = Some(Agent::from_row(row, &mut self.write().check_sets));
+                    previous = Some(Agent::from_row(row));
                 }
             }
         }
@@ -619,7 +722,7 @@ impl Fleet {
         let reinstalled = previous.is_some();
         let agent = match previous {
             Some(mut agent) => {
-                agent.credential_hash = tokens::digest(&credential);
+                agent.credential_hash = tokens::digest_array(&credential);
                 agent.console_token_generation += 1;
                 agent.machine_name = machine_name;
                 agent.external_ip = external_ip;
@@ -690,27 +793,16 @@ impl Fleet {
             reinstalled,
             environment: agent.environment,
         };
-        let mut inner = self.write();
-        if let Some(old) = inner.agents.get(&agent.id) {
-            let (old_hash, old_version) = (old.credential_hash.clone(), old.version.clone());
-            inner.by_credential.remove(&old_hash);
-            inner.count_version(&old_version, -1);
-        }
-        inner.count_version(&agent.version, 1);
-        inner
-            .by_credential
-            .insert(agent.credential_hash.clone(), agent.id.clone());
-        inner.agents.insert(agent.id.clone(), agent);
-        inner.by_name_fresh = false;
+        self.write().insert(&agent);
         Ok(response)
     }
 
     /// The agent a bearer credential belongs to.
     pub fn authenticate(&self, credential: &str) -> Option<String> {
-        self.read()
-            .by_credential
-            .get(&tokens::digest(credential))
-            .cloned()
+        let hash = tokens::digest_array(credential);
+        let inner = self.read();
+        let idx = inner.slots.find_credential(&hash)?;
+        Some(inner.slots.get(idx)?.id.to_string())
     }
 
     /// Applies a heartbeat. The state reaches the database with the next flush.
@@ -724,114 +816,146 @@ impl Fleet {
         self.metrics
             .heartbeats_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut inner = self.write();
+        let id = uuid::Uuid::parse_str(agent_id).ok()?;
+        // Everything that allocates happens before the lock.
         let checks: Vec<HealthCheck> = hb.checks.into_iter().take(32).collect();
-        let same_checks = *inner.agents.get(agent_id)?.checks == *checks;
-        let checks = if same_checks {
-            None
-        } else {
-            Some(inner.check_sets.intern(checks))
-        };
-        let agent = inner.agents.get_mut(agent_id)?;
         let listen_addr = hb.listen_addr.map(|a| truncate(a, 64));
-        if listen_addr != agent.listen_addr
-            && agent.last_poll_error.as_deref() != Some(call::PIN_MISMATCH)
-        {
-            // The agent restarted on another address: an old poll failure says nothing about the
-            // new one. A certificate that did not match stays: it is the same agent's certificate,
-            // and only a poll that verifies (or a re-install) clears it.
-            agent.last_poll_error = None;
-        }
         let version = truncate(hb.version, 64);
         let name = truncate(hb.machine_name, 255);
-        let renamed = agent.machine_name != name;
         let domains: Vec<String> = hb
             .domains
             .into_iter()
             .take(MAX_DOMAINS)
             .map(|d| truncate(d.domain, 255))
             .collect();
-        let interval = i64::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
+        let interval = u32::try_from(hb.heartbeat_interval_seconds.clamp(1, 86_400)).unwrap_or(30);
+        let uptime = i64::try_from(hb.uptime_seconds).ok();
+
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let idx = inner.slots.find(&id)?;
+        let Inner {
+            slots,
+            queues,
+            by_name_fresh,
+            versions,
+            pools,
+            ..
+        } = inner;
+        let slot = slots.get_mut(idx)?;
+        if listen_addr.as_deref() != slot.listen_addr.as_deref()
+            && slot.last_poll_error.as_deref() != Some(call::PIN_MISMATCH)
+        {
+            // The agent restarted on another address: an old poll failure says nothing about the
+            // new one. A certificate that did not match stays: it is the same agent's certificate,
+            // and only a poll that verifies (or a re-install) clears it.
+            slot.last_poll_error = None;
+        }
+        let renamed = *slot.machine_name != *name;
+        let same_domains = slot.domains.len() == domains.len()
+            && slot.domains.iter().zip(&domains).all(|(a, b)| **a == **b);
         // Most heartbeats only move timestamps; those take the cheap write path.
         let changed = renamed
-            || agent.version != version
-            || agent.listen_addr != listen_addr
-            || checks.is_some()
-            || agent.domains != domains
-            || agent.external_ip != external_ip
-            || agent.heartbeat_interval_seconds != interval
-            || agent.last_heartbeat_at.is_none();
-        let upgraded = (agent.version != version).then(|| agent.version.clone());
+            || *slot.version != *version
+            || slot.listen_addr.as_deref() != listen_addr.as_deref()
+            || *slot.checks != *checks
+            || !same_domains
+            || *slot.external_ip != *external_ip
+            || slot.heartbeat_interval_seconds != interval
+            || slot.last_heartbeat_at.is_none();
         if changed {
-            agent.version = version;
-            agent.machine_name = name;
-            agent.listen_addr = listen_addr;
-            if let Some(checks) = checks {
-                agent.checks = checks;
+            if *slot.version != *version {
+                let new = pools.texts.intern(&version);
+                count_version(versions, &slot.version, -1);
+                count_version(versions, &new, 1);
+                slot.version = new;
             }
-            agent.domains = domains;
-            agent.external_ip = external_ip;
-            agent.heartbeat_interval_seconds = interval;
+            if renamed {
+                slot.machine_name = name.into();
+                *by_name_fresh = false;
+            }
+            slot.listen_addr = listen_addr.map(|a| pools.texts.intern(&a));
+            if *slot.checks != *checks {
+                slot.checks = pools.checks.intern(&checks);
+            }
+            if !same_domains {
+                let domains: Vec<Box<str>> = domains.into_iter().map(Into::into).collect();
+                slot.domains = pools.domains.intern(&domains);
+            }
+            if *slot.external_ip != *external_ip {
+                slot.external_ip = pools.texts.intern(&external_ip);
+            }
+            slot.heartbeat_interval_seconds = interval;
         }
-        agent.uptime_seconds = i64::try_from(hb.uptime_seconds).ok();
-        agent.last_heartbeat_at = Some(now);
-        agent.last_contact_at = now;
+        slot.uptime_seconds = uptime.into();
+        slot.last_heartbeat_at = now.into();
+        slot.last_contact_at = now;
         if changed {
-            inner.dirty.insert(agent_id.to_string());
-        } else if !inner.beating.contains(agent_id) {
-            inner.beating.insert(agent_id.to_string());
-        }
-        if renamed {
-            inner.by_name_fresh = false;
-        }
-        if let Some(old) = upgraded {
-            let new = inner.agents.get(agent_id).map(|a| a.version.clone())?;
-            inner.count_version(&old, -1);
-            inner.count_version(&new, 1);
+            queues.mark_dirty(idx, slot);
+        } else {
+            queues.mark_beating(idx, slot);
         }
         inner.reevaluate(
-            agent_id,
+            idx,
             &self.config.thresholds,
             now,
             Some("heartbeat received"),
         );
-        let agent = inner.agents.get(agent_id)?;
+        let slot = inner.slots.get(idx)?;
         Some(HeartbeatResponse {
-            agent_id: agent.id.clone(),
-            status: agent.status.as_str().into(),
-            health: agent.health.as_str().into(),
+            agent_id: agent_id.to_string(),
+            status: slot.status.as_str().into(),
+            health: slot.health.as_str().into(),
         })
     }
 
     /// Replaces the domains an agent serves (its full list, from `agent add-directory` or a
     /// heartbeat). Kept in memory only: a running agent re-sends the list in every heartbeat.
     pub fn set_domains(&self, agent_id: &str, domains: Vec<String>) -> Option<Vec<String>> {
-        let mut inner = self.write();
-        let agent = inner.agents.get_mut(agent_id)?;
-        agent.domains = domains
+        let domains: Vec<String> = domains
             .into_iter()
             .take(MAX_DOMAINS)
             .map(|d| truncate(d, 255))
             .collect();
-        let domains = agent.domains.clone();
-        inner.dirty.insert(agent_id.to_string());
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let idx = inner.slots.find_str(agent_id)?;
+        let slot = inner.slots.get_mut(idx)?;
+        let list: Vec<Box<str>> = domains.iter().map(|d| d.as_str().into()).collect();
+        slot.domains = inner.pools.domains.intern(&list);
+        inner.queues.mark_dirty(idx, slot);
         Some(domains)
     }
 
     pub fn whoami(&self, agent_id: &str) -> Option<WhoAmI> {
         let inner = self.read();
-        let agent = inner.agents.get(agent_id)?;
+        let slot = inner.slots.get(inner.slots.find_str(agent_id)?)?;
         Some(WhoAmI {
-            agent_id: agent.id.clone(),
-            machine_name: agent.machine_name.clone(),
-            status: agent.status.as_str().into(),
-            health: agent.health.as_str().into(),
-            environment: agent.environment,
+            agent_id: slot.id.to_string(),
+            machine_name: slot.machine_name.to_string(),
+            status: slot.status.as_str().into(),
+            health: slot.health.as_str().into(),
+            environment: slot.environment,
         })
     }
 
     pub fn get(&self, agent_id: &str) -> Option<Agent> {
-        self.read().agents.get(agent_id).cloned()
+        let inner = self.read();
+        Some(inner.slots.get(inner.slots.find_str(agent_id)?)?.to_agent())
+    }
+
+    /// Active agents that report `domain` (any case), in name order.
+    pub fn serving(&self, domain: &str, status: Option<Status>) -> Vec<Agent> {
+        self.refresh_name_order();
+        let inner = self.read();
+        inner
+            .by_name
+            .iter()
+            .filter(|e| status.is_none_or(|s| e.status == s))
+            .filter_map(|e| inner.slots.get(e.idx))
+            .filter(|s| s.serves(domain))
+            .map(Slot::to_agent)
+            .collect()
     }
 
     /// Rebuilds the name order if an enrollment, deletion or rename made it stale.
@@ -840,29 +964,16 @@ impl Fleet {
             return;
         }
         let mut inner = self.write();
-        let mut keys: Vec<(String, String)> = inner
-            .agents
-            .values()
-            .map(|a| (a.machine_name.to_lowercase(), a.id.clone()))
-            .collect();
-        keys.sort_unstable();
-        let Inner {
-            agents,
-            by_name,
-            by_name_fresh,
-            ..
-        } = &mut *inner;
-        by_name.clear();
-        for (pos, (_, id)) in keys.into_iter().enumerate() {
-            if let Some(agent) = agents.get_mut(&id) {
-                agent.name_pos = pos;
-                by_name.push(NameEntry::of(agent));
-            }
+        if !inner.by_name_fresh {
+            inner.rebuild_name_order();
         }
-        *by_name_fresh = true;
     }
 
     /// One page of agents matching `filter`, and how many match in all.
+    ///
+    /// Every sort walks the compact name index once: the default order is that walk; another key
+    /// is reduced to a number per matching agent (its name position breaking ties), and only the
+    /// page is selected and sorted, so no page costs a sort of the whole fleet.
     pub fn list(&self, filter: &AgentFilter, limit: usize, offset: usize) -> (Vec<Agent>, usize) {
         let now = db::now_ms();
         let hide_ms =
@@ -872,30 +983,30 @@ impl Fleet {
             .as_deref()
             .map(str::to_lowercase)
             .filter(|s| !s.is_empty());
-        let matches = |a: &Agent| {
+        self.refresh_name_order();
+        let inner = self.read();
+        let keep = |e: &NameEntry| {
             (match filter.status {
                 Some(StatusFilter::All) => true,
-                Some(StatusFilter::Only(s)) => a.status == s,
-                None => a.status == Status::Active || now - a.status_since <= hide_ms,
-            }) && filter.health.is_none_or(|h| a.health == h)
-                && needle.as_deref().is_none_or(|n| {
-                    a.machine_name.to_lowercase().contains(n)
-                        || a.external_ip.contains(n)
-                        || a.version.contains(n)
-                        || a.id.starts_with(n)
-                })
+                Some(StatusFilter::Only(s)) => e.status == s,
+                None => e.status == Status::Active || now - e.status_since <= hide_ms,
+            }) && filter.health.is_none_or(|h| e.health == h)
         };
-        if filter.sort == SortKey::MachineName && needle.is_none() {
-            self.refresh_name_order();
-            let inner = self.read();
-            // Filter on the compact index; look up only the agents on the page.
-            let keep = |e: &&NameEntry| {
-                (match filter.status {
-                    Some(StatusFilter::All) => true,
-                    Some(StatusFilter::Only(s)) => e.status == s,
-                    None => e.status == Status::Active || now - e.status_since <= hide_ms,
-                }) && filter.health.is_none_or(|h| e.health == h)
-            };
+        let found = |slot: &Slot| {
+            needle.as_deref().is_none_or(|n| {
+                let mut id = uuid::Uuid::encode_buffer();
+                contains_folded(&slot.machine_name, n)
+                    || slot.external_ip.contains(n)
+                    || slot.version.contains(n)
+                    || slot.id.hyphenated().encode_lower(&mut id).starts_with(n)
+            })
+        };
+        let page_of = |idxs: &mut dyn Iterator<Item = Idx>| -> Vec<Agent> {
+            idxs.filter_map(|i| inner.slots.get(i))
+                .map(Slot::to_agent)
+                .collect()
+        };
+        if filter.sort == SortKey::MachineName {
             let ordered: Box<dyn Iterator<Item = &NameEntry>> = if filter.descending {
                 Box::new(inner.by_name.iter().rev())
             } else {
@@ -903,44 +1014,79 @@ impl Fleet {
             };
             let mut total = 0;
             let mut page = Vec::with_capacity(limit.min(500));
-            for entry in ordered.filter(keep) {
+            for entry in ordered.filter(|e| keep(e)) {
+                if needle.is_some() && !inner.slots.get(entry.idx).is_some_and(&found) {
+                    continue;
+                }
                 if total >= offset && page.len() < limit {
-                    if let Some(agent) = inner.agents.get(&entry.id) {
-                        page.push(agent.clone());
-                    }
+                    page.push(entry.idx);
                 }
                 total += 1;
             }
-            return (page, total);
+            return (page_of(&mut page.into_iter()), total);
         }
-        self.refresh_name_order();
-        let inner = self.read();
-        // Walk in name order and sort stably by the key: ties stay in name order, and no
-        // per-agent string is built for the comparison.
-        let mut matching: Vec<&Agent> = inner
-            .by_name
-            .iter()
-            .filter_map(|e| inner.agents.get(&e.id))
-            .filter(|a| matches(a))
-            .collect();
-        let total = matching.len();
-        match filter.sort {
-            SortKey::MachineName => {} // already in name order (a search took this path)
-            SortKey::LastHeartbeat => matching.sort_by_key(|a| a.last_heartbeat_at),
-            SortKey::Health => matching.sort_by_key(|a| std::cmp::Reverse(a.health)),
-            SortKey::Status => matching.sort_by_key(|a| a.status.as_str()),
-            SortKey::Version => matching.sort_by(|a, b| a.version.cmp(&b.version)),
+        // Versions sort as text: rank the few distinct ones once.
+        let mut version_rank: HashMap<&str, u64> = HashMap::new();
+        if filter.sort == SortKey::Version {
+            let mut distinct: Vec<&str> = inner.versions.keys().map(|v| &**v).collect();
+            distinct.sort_unstable();
+            version_rank.extend(distinct.into_iter().zip(0..));
         }
+        let mut keyed: Vec<(u64, Idx)> = Vec::new();
+        for (pos, entry) in inner.by_name.iter().enumerate() {
+            if !keep(entry) {
+                continue;
+            }
+            let slot = || inner.slots.get(entry.idx);
+            if needle.is_some() && !slot().is_some_and(&found) {
+                continue;
+            }
+            let key = match filter.sort {
+                SortKey::Health => match entry.health {
+                    Health::Unhealthy => 0,
+                    Health::Degraded => 1,
+                    Health::Healthy => 2,
+                },
+                SortKey::Status => match entry.status {
+                    Status::Active => 0,
+                    Status::Inactive => 1,
+                },
+                // None first, as `Option`'s order has it; the sign bit flipped keeps i64 order.
+                SortKey::LastHeartbeat => slot()
+                    .and_then(|s| s.last_heartbeat_at.get())
+                    .map_or(0, |t| (t as u64) ^ (1 << 63)),
+                SortKey::Version => slot()
+                    .and_then(|s| version_rank.get(&*s.version).copied())
+                    .unwrap_or(u64::MAX),
+                SortKey::MachineName => 0,
+            };
+            // Ties stay in name order: the position is the low part of the key.
+            keyed.push((key, Idx::try_from(pos).unwrap_or(Idx::MAX)));
+        }
+        let total = keyed.len();
         if filter.descending {
-            matching.reverse();
+            for k in &mut keyed {
+                *k = (u64::MAX - k.0, Idx::MAX - k.1);
+            }
         }
-        let page = matching
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .cloned()
-            .collect();
-        (page, total)
+        let want = offset.saturating_add(limit).min(total);
+        if want == 0 {
+            return (Vec::new(), total);
+        }
+        if want < total {
+            keyed.select_nth_unstable(want - 1);
+            keyed.truncate(want);
+        }
+        keyed.sort_unstable();
+        let positions = keyed.into_iter().skip(offset).map(|(_, pos)| {
+            let pos = if filter.descending {
+                Idx::MAX - pos
+            } else {
+                pos
+            };
+            inner.by_name[pos as usize].idx
+        });
+        (page_of(&mut positions.into_iter()), total)
     }
 
     pub fn summary(&self) -> FleetSummary {
@@ -964,8 +1110,7 @@ impl Fleet {
         s.versions = inner
             .versions
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(v, n)| (v.clone(), *n))
+            .map(|(v, n)| (v.to_string(), *n))
             .collect();
         s.versions
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -974,15 +1119,20 @@ impl Fleet {
 
     /// Counts for `/metrics`.
     pub fn counts_by_status_health_version(&self) -> FleetCounts {
+        self.refresh_name_order();
         let inner = self.read();
         let mut counts = FleetCounts::default();
-        for a in inner.agents.values() {
+        for e in &inner.by_name {
             *counts
                 .by_status_health
-                .entry((a.status, a.health))
+                .entry((e.status, e.health))
                 .or_default() += 1;
-            *counts.by_version.entry(a.version.clone()).or_default() += 1;
         }
+        counts.by_version = inner
+            .versions
+            .iter()
+            .map(|(v, n)| (v.to_string(), *n))
+            .collect();
         counts
     }
 
@@ -1004,7 +1154,7 @@ impl Fleet {
         list.sort_by_key(key);
         list.into_iter()
             .take(limit)
-            .filter_map(|e| inner.agents.get(&e.id).cloned())
+            .filter_map(|e| inner.slots.get(e.idx).map(Slot::to_agent))
             .collect()
     }
 
@@ -1026,7 +1176,7 @@ impl Fleet {
             ));
         }
         let mut tx = self.db.begin().await?;
-        if !db::agents::delete(&mut tx, agent_id).await? {
+        if !db::agents::delete(&mut tx, &agent.id).await? {
             return Err(DeleteError::NotFound(agent_id.into()));
         }
         db::audit::insert(
@@ -1040,30 +1190,29 @@ impl Fleet {
                     "agent.delete"
                 },
                 target_type: "agent",
-                target_id: agent_id,
+                target_id: &agent.id,
                 before: Some(agent.audit_json()),
                 after: None,
             },
         )
         .await?;
         tx.commit().await?;
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         inner.by_name_fresh = false;
-        if let Some(removed) = inner.agents.remove(agent_id) {
-            inner.by_credential.remove(&removed.credential_hash);
-            inner.count_version(&removed.version, -1);
+        if let Some(idx) = inner.slots.find_str(&agent.id) {
+            if let Some(removed) = inner.slots.remove(idx) {
+                count_version(&mut inner.versions, &removed.version, -1);
+            }
         }
-        inner.dirty.remove(agent_id);
-        inner.beating.remove(agent_id);
         Ok(agent)
     }
 
     /// Re-evaluates every agent against the clock (heartbeats that stopped, agents gone quiet).
     pub async fn sweep(&self) {
         /// Agents evaluated per hold of the lock, so heartbeats and pages wait at most one chunk
-        /// (well under a millisecond; the whole sweep of 100,000 agents takes tens of them, mostly
-        /// cache misses). Between chunks the task yields, so requests queued on this worker thread
-        /// run instead of waiting for the whole sweep.
+        /// (well under a millisecond). Between chunks the task yields, so requests queued on this
+        /// worker thread run instead of waiting for the whole sweep.
         const CHUNK: usize = 1024;
         let now = db::now_ms();
         let mut start = 0;
@@ -1072,23 +1221,30 @@ impl Fleet {
             let end = {
                 let mut inner = self.write();
                 let Inner {
-                    agents,
-                    dirty,
-                    events,
+                    slots,
+                    queues,
                     by_name,
-                    check_sets,
+                    pools,
                     ..
                 } = &mut *inner;
                 if start == 0 {
-                    check_sets.prune();
+                    pools.prune();
                 }
                 let end = (start + CHUNK).min(by_name.len());
-                for entry in &mut by_name[start..end] {
-                    let Some(agent) = agents.get_mut(&entry.id) else {
+                for entry in &mut by_name[start.min(end)..end] {
+                    let Some(slot) = slots.get_mut(entry.idx) else {
                         continue;
                     };
-                    if reevaluate(agent, dirty, events, &self.config.thresholds, now, None) {
-                        entry.copy_state(agent);
+                    if reevaluate(
+                        entry.idx,
+                        slot,
+                        queues,
+                        &mut pools.texts,
+                        &self.config.thresholds,
+                        now,
+                        None,
+                    ) {
+                        entry.copy_state(slot);
                     }
                 }
                 if end >= by_name.len() {
@@ -1105,32 +1261,37 @@ impl Fleet {
     /// commit). On failure everything stays queued for the next attempt.
     pub async fn flush(&self) -> anyhow::Result<usize> {
         let (rows, beats, events) = {
-            let mut inner = self.write();
-            if inner.dirty.is_empty() && inner.beating.is_empty() && inner.events.is_empty() {
+            let mut guard = self.write();
+            let Inner { slots, queues, .. } = &mut *guard;
+            if queues.dirty.is_empty() && queues.beating.is_empty() && queues.events.is_empty() {
                 return Ok(0);
             }
-            let dirty = std::mem::take(&mut inner.dirty);
-            let beating = std::mem::take(&mut inner.beating);
-            let rows: Vec<AgentRow> = dirty
-                .iter()
-                .filter_map(|id| inner.agents.get(id))
-                .map(Agent::to_row)
-                .collect();
-            let beats: Vec<db::agents::HeartbeatStamp> = beating
-                .into_iter()
-                .filter(|id| !dirty.contains(id))
-                .filter_map(|id| {
-                    let a = inner.agents.get(&id)?;
-                    Some(db::agents::HeartbeatStamp {
-                        last_heartbeat_at: a.last_heartbeat_at,
-                        last_contact_at: a.last_contact_at,
-                        uptime_seconds: a.uptime_seconds,
-                        last_poll_at: a.last_poll_at,
-                        agent_id: id,
-                    })
-                })
-                .collect();
-            (rows, beats, std::mem::take(&mut inner.events))
+            let mut beats = Vec::with_capacity(queues.beating.len());
+            for idx in std::mem::take(&mut queues.beating) {
+                let Some(slot) = slots.get_mut(idx).filter(|s| s.beating) else {
+                    continue;
+                };
+                slot.beating = false;
+                if slot.dirty {
+                    continue; // its whole row is written below
+                }
+                beats.push(db::agents::HeartbeatStamp {
+                    agent_id: slot.id.to_string(),
+                    last_heartbeat_at: slot.last_heartbeat_at.get(),
+                    last_contact_at: slot.last_contact_at,
+                    uptime_seconds: slot.uptime_seconds.get(),
+                    last_poll_at: slot.last_poll_at.get(),
+                });
+            }
+            let mut rows = Vec::with_capacity(queues.dirty.len());
+            for idx in std::mem::take(&mut queues.dirty) {
+                let Some(slot) = slots.get_mut(idx).filter(|s| s.dirty) else {
+                    continue;
+                };
+                slot.dirty = false;
+                rows.push(slot.to_agent().to_row());
+            }
+            (rows, beats, std::mem::take(&mut queues.events))
         };
         let written = rows.len() + beats.len();
         let started = std::time::Instant::now();
@@ -1150,11 +1311,24 @@ impl Fleet {
         }
         .await;
         if let Err(e) = result {
-            let mut inner = self.write();
-            inner.dirty.extend(rows.into_iter().map(|r| r.agent_id));
-            inner.beating.extend(beats.into_iter().map(|b| b.agent_id));
-            let newer = std::mem::replace(&mut inner.events, events);
-            inner.events.extend(newer);
+            let mut guard = self.write();
+            let Inner { slots, queues, .. } = &mut *guard;
+            for id in rows.iter().map(|r| r.agent_id.as_str()) {
+                if let Some(idx) = slots.find_str(id) {
+                    if let Some(slot) = slots.get_mut(idx) {
+                        queues.mark_dirty(idx, slot);
+                    }
+                }
+            }
+            for id in beats.iter().map(|b| b.agent_id.as_str()) {
+                if let Some(idx) = slots.find_str(id) {
+                    if let Some(slot) = slots.get_mut(idx) {
+                        queues.mark_beating(idx, slot);
+                    }
+                }
+            }
+            let newer = std::mem::replace(&mut queues.events, events);
+            queues.events.extend(newer);
             return Err(e.into());
         }
         self.metrics
@@ -1168,9 +1342,11 @@ impl Fleet {
     }
 
     /// The token the console presents when calling this agent.
-    fn console_token_for(&self, agent: &Agent) -> String {
-        self.key
-            .console_token(&agent.id, agent.console_token_generation)
+    fn console_token_for(&self, slot: &Slot) -> String {
+        self.key.console_token(
+            &slot.id.to_string(),
+            i64::from(slot.console_token_generation),
+        )
     }
 
     /// Runs the flusher, the sweeper and the poller until `shutdown` fires, then flushes a last time.
@@ -1264,33 +1440,4 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
-}
-
-#[cfg(test)]
-mod check_set_tests {
-    use super::*;
-    use crate::protocol::CheckStatus;
-
-    fn check(message: &str) -> HealthCheck {
-        HealthCheck {
-            name: "ldap".into(),
-            status: CheckStatus::Pass,
-            message: message.into(),
-        }
-    }
-
-    #[test]
-    fn equal_check_sets_are_held_once_and_unused_ones_dropped() {
-        let mut sets = CheckSets::default();
-        let a = sets.intern(vec![check("ok")]);
-        let b = sets.intern(vec![check("ok")]);
-        assert!(Arc::ptr_eq(&a, &b));
-        let other = sets.intern(vec![check("slow")]);
-        assert!(!Arc::ptr_eq(&a, &other));
-        assert_eq!(sets.sets.len(), 2);
-        drop(other);
-        sets.prune();
-        assert_eq!(sets.sets.len(), 1, "the set nobody holds is gone");
-        assert!(Arc::ptr_eq(&sets.intern(vec![check("ok")]), &a));
-    }
 }

@@ -22,20 +22,20 @@ impl Fleet {
     /// (One task drives them: a task per poll measured slower on reused connections, the writer
     /// lock being taken from both cores.)
     pub async fn poll_all(&self) {
-        let targets: Vec<String> = {
+        let targets: Vec<uuid::Uuid> = {
             let inner = self.read();
             inner
-                .agents
-                .values()
-                .filter(|a| a.status == Status::Active && a.listen_addr.is_some())
-                .map(|a| a.id.clone())
+                .slots
+                .iter()
+                .filter(|(_, a)| a.status == Status::Active && a.listen_addr.is_some())
+                .map(|(_, a)| a.id)
                 .collect()
         };
         let started = std::time::Instant::now();
         let count = targets.len();
         futures::stream::iter(targets)
             .for_each_concurrent(self.config.poll_concurrency.max(1), |id| async move {
-                self.poll_one(&id).await;
+                self.poll_one(&id.to_string()).await;
             })
             .await;
         self.metrics.poll_rounds.fetch_add(1, Relaxed);
@@ -49,9 +49,7 @@ impl Fleet {
 
     /// Polls one agent now and applies the result. None when the agent does not exist.
     pub async fn poll_one(&self, agent_id: &str) -> Option<PollOutcome> {
-        if !self.read().agents.contains_key(agent_id) {
-            return None;
-        }
+        self.read().slots.find_str(agent_id)?;
         let started = std::time::Instant::now();
         let result = match self.agent_request(agent_id, reqwest::Method::GET, "/health") {
             Ok(request) => self.fetch_health(request).await,
@@ -70,8 +68,9 @@ impl Fleet {
         let now = db::now_ms();
         let mut guard = self.write();
         let inner = &mut *guard;
-        let agent = inner.agents.get_mut(agent_id)?;
-        agent.last_poll_at = Some(now);
+        let idx = inner.slots.find_str(agent_id)?;
+        let agent = inner.slots.get_mut(idx)?;
+        agent.last_poll_at = now.into();
         // A poll that only moves timestamps takes the cheap write path, as a heartbeat does.
         let mut changed = false;
         let outcome = match result {
@@ -80,10 +79,10 @@ impl Fleet {
                 agent.last_contact_at = now;
                 let checks: Vec<_> = health.checks.into_iter().take(32).collect();
                 if *agent.checks != *checks {
-                    agent.checks = inner.check_sets.intern(checks);
+                    agent.checks = inner.pools.checks.intern(&checks);
                     changed = true;
                 }
-                agent.uptime_seconds = i64::try_from(health.uptime_seconds).ok();
+                agent.uptime_seconds = i64::try_from(health.uptime_seconds).ok().into();
                 PollOutcome {
                     ok: true,
                     message: "health endpoint answered".into(),
@@ -95,7 +94,7 @@ impl Fleet {
                 {
                     // Into the timeline even when the agent was unhealthy already for another
                     // reason, so the refusal is on record where administrators look.
-                    inner.events.push(NewAgentEvent {
+                    inner.queues.events.push(NewAgentEvent {
                         agent_id: agent_id.to_string(),
                         at: now,
                         kind: "lifecycle",
@@ -105,7 +104,7 @@ impl Fleet {
                     });
                 }
                 changed |= agent.last_poll_error.as_deref() != Some(message.as_str());
-                agent.last_poll_error = Some(message.clone());
+                agent.last_poll_error = Some(inner.pools.texts.intern(&message));
                 PollOutcome {
                     ok: false,
                     message: format!("health endpoint unreachable: {message}"),
@@ -113,12 +112,12 @@ impl Fleet {
             }
         };
         if changed {
-            inner.dirty.insert(agent_id.to_string());
-        } else if !inner.dirty.contains(agent_id) && !inner.beating.contains(agent_id) {
-            inner.beating.insert(agent_id.to_string());
+            inner.queues.mark_dirty(idx, agent);
+        } else {
+            inner.queues.mark_beating(idx, agent);
         }
         inner.reevaluate(
-            agent_id,
+            idx,
             &self.config.thresholds,
             now,
             Some("health poll answered"),

@@ -3,7 +3,7 @@
 //! domain's leader first, then healthy ones, then the rest; the first answer wins.
 
 use crate::fleet::health::{Health, Status};
-use crate::fleet::{call::describe_error, Agent, AgentFilter, Fleet, StatusFilter};
+use crate::fleet::{call::describe_error, Agent, Fleet};
 use crate::protocol::sync::{ReadRequest, ReadResponse, WakeRequest};
 use std::time::Duration;
 
@@ -13,15 +13,7 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Active agents that report `domain`, the leader first, then by health.
 pub fn agents_serving(fleet: &Fleet, domain: &str, leader: Option<&str>) -> Vec<Agent> {
-    let filter = AgentFilter {
-        status: Some(StatusFilter::Only(Status::Active)),
-        ..Default::default()
-    };
-    let (agents, _) = fleet.list(&filter, usize::MAX, 0);
-    let mut serving: Vec<Agent> = agents
-        .into_iter()
-        .filter(|a| a.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
-        .collect();
+    let mut serving = fleet.serving(domain, Some(Status::Active));
     serving.sort_by_key(|a| {
         (
             Some(a.id.as_str()) != leader,

@@ -139,18 +139,10 @@ pub fn integration_state(
     settings: &WritebackSettings,
     domains: &[String],
 ) -> IntegrationState {
-    let filter = AgentFilter {
-        status: Some(StatusFilter::All),
-        ..Default::default()
-    };
-    let (agents, _) = fleet.list(&filter, usize::MAX, 0);
     let states: Vec<DomainState> = domains
         .iter()
         .map(|domain| {
-            let serving: Vec<&Agent> = agents
-                .iter()
-                .filter(|a| a.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
-                .collect();
+            let serving = fleet.serving(domain, None);
             let healthy = serving.iter().filter(|a| usable(a)).count();
             DomainState {
                 domain: domain.clone(),
@@ -256,15 +248,7 @@ pub async fn perform(
 
 async fn send(fleet: &Fleet, user: &ObjectRow, op: &Operation<'_>) -> Result<Done, Failure> {
     let domain = &user.domain;
-    let filter = AgentFilter {
-        status: Some(StatusFilter::All),
-        ..Default::default()
-    };
-    let (all, _) = fleet.list(&filter, usize::MAX, 0);
-    let mut serving: Vec<Agent> = all
-        .into_iter()
-        .filter(|a| a.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
-        .collect();
+    let mut serving = fleet.serving(domain, None);
     if serving.is_empty() {
         return Err(Failure::NoHealthyAgent {
             domain: domain.clone(),
