@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api_tokens;
 pub mod audit;
 pub mod enrollment_tokens;
+pub mod fleet_snapshot;
 pub mod oidc_accounts;
 pub mod raw;
 pub mod self_service;

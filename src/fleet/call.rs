@@ -52,9 +52,10 @@ pub fn parse_pin(hex: &str) -> Option<Pin> {
     if hex.len() != 64 || !hex.is_ascii() {
         return None;
     }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut pin = [0u8; 32];
-    for (i, byte) in pin.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in pin.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(pin)
 }
@@ -377,6 +378,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             poll_timeout: Duration::from_secs(5),
             poll_concurrency: 4,
+            snapshot_file: None,
         };
         let fleet = Fleet::load(db, ConsoleKey::from_bytes([7; 32]), config)
             .await

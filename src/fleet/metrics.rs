@@ -92,6 +92,9 @@ pub struct FleetMetrics {
     pub flushes: AtomicU64,
     pub flush_duration: Histogram,
     pub flushed_agents: AtomicU64,
+    /// Where the fleet came from at start (`snapshot` or `table`) and how long that took.
+    pub loaded_from: &'static str,
+    pub load_duration: Duration,
 }
 
 #[cfg(test)]

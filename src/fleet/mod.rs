@@ -12,6 +12,7 @@ pub mod call;
 pub mod health;
 pub mod metrics;
 pub mod poll;
+mod snapshot;
 mod store;
 
 use crate::auth::tokens::{self, ConsoleKey};
@@ -20,6 +21,7 @@ use crate::protocol::{
     EnrollRequest, EnrollResponse, Environment, Extension, HealthCheck, Heartbeat,
     HeartbeatResponse, WhoAmI,
 };
+use anyhow::Context;
 use health::{Health, Status, Thresholds};
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -45,7 +47,13 @@ pub struct FleetConfig {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub poll_concurrency: usize,
+    /// Where the fleet snapshot is kept between a clean shutdown and the next start (None: no
+    /// snapshot, the table is always read).
+    pub snapshot_file: Option<std::path::PathBuf>,
 }
+
+/// File name of the fleet snapshot in the data dir (see [`snapshot`]).
+pub const SNAPSHOT_FILE: &str = "fleet.snapshot";
 
 /// One agent as the console knows it: an owned copy, taken under the fleet's lock.
 #[derive(Debug, Clone)]
@@ -403,12 +411,12 @@ struct Inner {
     by_name: Vec<NameEntry>,
     by_name_fresh: bool,
     /// Agents per reported version, kept as versions change (for Home and `/metrics`).
-    versions: HashMap<store::Shared<String>, usize>,
+    versions: hashbrown::HashMap<store::Shared<String>, usize>,
     pools: Pools,
 }
 
 fn count_version(
-    versions: &mut HashMap<store::Shared<String>, usize>,
+    versions: &mut hashbrown::HashMap<store::Shared<String>, usize>,
     version: &store::Shared<String>,
     delta: isize,
 ) {
@@ -467,7 +475,7 @@ impl Inner {
             by_name_fresh,
             ..
         } = self;
-        let mut keys: Vec<(u64, Idx)> = slots.iter().map(|(i, s)| (s.name_prefix(), i)).collect();
+        let mut keys: Vec<(u128, Idx)> = slots.iter().map(|(i, s)| (s.name_prefix(), i)).collect();
         let slot = |i: Idx| slots.get(i).expect("listed");
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| slot(a.1).name_cmp(slot(b.1))));
         by_name.clear();
@@ -564,21 +572,91 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Loads every agent from the database, straight into the store (no intermediate rows), and
-    /// builds the name order, so the first page does not pay for it.
+    /// Loads every agent: from the snapshot of the last clean shutdown when there is a valid one,
+    /// else from the table. Builds the name order, so the first page does not pay for it.
     pub async fn load(
         db: SqlitePool,
         key: ConsoleKey,
         config: FleetConfig,
     ) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
+        let from_snapshot = match &config.snapshot_file {
+            Some(file) => Self::read_snapshot(&db, file).await?,
+            None => None,
+        };
+        let source = if from_snapshot.is_some() {
+            "snapshot"
+        } else {
+            "table"
+        };
+        let inner = match from_snapshot {
+            Some(inner) => inner,
+            None => Self::read_table(&db).await?,
+        };
+        let load_duration = started.elapsed();
+        tracing::info!(
+            agents = inner.slots.len(),
+            source,
+            elapsed_ms = load_duration.as_millis() as u64,
+            "fleet loaded"
+        );
+        let inner = Arc::new(RwLock::new(inner));
+        let http = call::client(&inner, config.poll_timeout)?;
+        Ok(Fleet {
+            inner,
+            metrics: metrics::FleetMetrics {
+                loaded_from: source,
+                load_duration,
+                ..Default::default()
+            },
+            db,
+            key,
+            config,
+            http,
+        })
+    }
+
+    /// The store from the snapshot file, if the database says it is current.
+    async fn read_snapshot(
+        db: &SqlitePool,
+        file: &std::path::Path,
+    ) -> anyhow::Result<Option<Inner>> {
+        let Some((format, generation)) = db::fleet_snapshot::read(db).await? else {
+            return Ok(None);
+        };
+        if format != snapshot::FORMAT {
+            tracing::info!(
+                format,
+                "fleet snapshot from another version; reading the agent table instead"
+            );
+            return Ok(None);
+        }
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read the fleet snapshot; reading the agent table instead");
+                return Ok(None);
+            }
+        };
+        match snapshot::decode(&bytes, &generation) {
+            Ok(inner) => Ok(Some(inner)),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "the fleet snapshot does not match the database; reading the agent table instead");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads every agent row straight into the store (no intermediate rows).
+    async fn read_table(db: &SqlitePool) -> anyhow::Result<Inner> {
         let mut inner = Inner::default();
-        let count = db::agents::count(&db).await?;
+        let count = db::agents::count(db).await?;
         inner.slots = Slots::with_capacity(count);
         // Most agents report one of a few check lists: parse each distinct text once.
-        let mut checks_by_text: HashMap<String, store::Shared<Vec<HealthCheck>>> = HashMap::new();
+        let mut checks_by_text: hashbrown::HashMap<String, store::Shared<Vec<HealthCheck>>> =
+            hashbrown::HashMap::new();
         let mut skipped = 0usize;
-        db::agents::for_each(&db, |row| {
+        db::agents::for_each(db, |row| {
             let Ok(id) = uuid::Uuid::parse_str(row.agent_id) else {
                 skipped += 1;
                 tracing::error!(agent_id = row.agent_id, "agent id is not a UUID; skipped");
@@ -634,7 +712,7 @@ impl Fleet {
                 beating: false,
             };
             count_version(&mut inner.versions, &slot.version, 1);
-            inner.slots.upsert(slot);
+            inner.slots.push_loaded(slot);
         })
         .await?;
         if skipped > 0 {
@@ -643,24 +721,48 @@ impl Fleet {
                 "agents with ids that are not UUIDs were not loaded; delete them from the agent table"
             );
         }
-        let read = started.elapsed();
         inner.rebuild_name_order();
-        tracing::info!(
-            agents = inner.slots.len(),
-            read_ms = read.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "fleet loaded"
-        );
-        let inner = Arc::new(RwLock::new(inner));
-        let http = call::client(&inner, config.poll_timeout)?;
-        Ok(Fleet {
-            inner,
-            metrics: metrics::FleetMetrics::default(),
-            db,
-            key,
-            config,
-            http,
-        })
+        Ok(inner)
+    }
+
+    /// Writes the snapshot the next start reads (see [`snapshot`]). Only after a successful final
+    /// flush: the snapshot must be exactly what the table holds.
+    async fn save_snapshot(&self) -> anyhow::Result<usize> {
+        let Some(file) = &self.config.snapshot_file else {
+            return Ok(0);
+        };
+        self.refresh_name_order();
+        let generation: [u8; 16] = *uuid::Uuid::new_v4().as_bytes();
+        let (data, agents) = {
+            let inner = self.read();
+            if !inner.queues.dirty.is_empty()
+                || !inner.queues.beating.is_empty()
+                || !inner.queues.events.is_empty()
+            {
+                anyhow::bail!("agent state is still queued for writing");
+            }
+            (snapshot::encode(&inner, &generation), inner.slots.len())
+        };
+        // The file first, whole and synced, then the row that makes it count: a crash in between
+        // leaves a file nobody reads.
+        let partial = file.with_extension("snapshot.partial");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut out = std::fs::File::create(&partial)?;
+            out.write_all(&data)?;
+            out.sync_all()?;
+            std::fs::rename(&partial, file)
+        };
+        write().with_context(|| format!("cannot write {}", file.display()))?;
+        db::fleet_snapshot::save(
+            &self.db,
+            snapshot::FORMAT,
+            agents,
+            db::now_ms(),
+            &generation,
+        )
+        .await?;
+        Ok(data.len())
     }
 
     pub(crate) fn check_environment(&self, agent: Environment) -> Result<(), EnrollError> {
@@ -1377,11 +1479,26 @@ impl Fleet {
             }
         }
         if let Some(handle) = polling {
+            // Wait for the round to stop, so no poll result lands after the final flush.
             handle.abort();
+            let _ = handle.await;
         }
         match self.flush().await {
             Ok(n) => tracing::info!(agents = n, "agent state written at shutdown"),
-            Err(e) => tracing::error!(error = %e, "cannot write agent state at shutdown"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write agent state at shutdown");
+                return;
+            }
+        }
+        let started = std::time::Instant::now();
+        match self.save_snapshot().await {
+            Ok(bytes) => tracing::info!(
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "fleet snapshot written for the next start"
+            ),
+            // Not fatal: the next start reads the table instead.
+            Err(e) => tracing::warn!(error = %e, "cannot write the fleet snapshot"),
         }
     }
 }

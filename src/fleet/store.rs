@@ -13,7 +13,6 @@ use super::Agent;
 use crate::protocol::{Environment, Extension, HealthCheck};
 use hashbrown::HashTable;
 use std::borrow::{Borrow, Cow};
-use std::collections::HashSet;
 use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -69,13 +68,14 @@ impl<T: Deref<Target: Eq>> Eq for Shared<T> {}
 /// Values many agents share, each held once. Values no agent holds any more are dropped by
 /// [`Interned::prune`] (an agent whose reports vary would otherwise grow the set).
 pub(crate) struct Interned<T> {
-    values: HashSet<Shared<T>>,
+    /// foldhash (hashbrown's default): several lookups per agent at load, and randomly seeded.
+    values: hashbrown::HashSet<Shared<T>>,
 }
 
 impl<T> Default for Interned<T> {
     fn default() -> Self {
         Interned {
-            values: HashSet::new(),
+            values: hashbrown::HashSet::new(),
         }
     }
 }
@@ -267,14 +267,14 @@ impl Slot {
         folded.then_with(|| self.id.cmp(&other.id))
     }
 
-    /// The first 8 bytes of the case-folded name as a number, so most comparisons of a sort are
-    /// one integer comparison.
-    pub fn name_prefix(&self) -> u64 {
-        let mut key = [0u8; 8];
+    /// The first 16 bytes of the case-folded name as a number, so most comparisons of a sort are
+    /// one integer comparison (fleets name machines alike: `dc01-site-0001`, …).
+    pub fn name_prefix(&self) -> u128 {
+        let mut key = [0u8; 16];
         for (k, b) in key.iter_mut().zip(self.machine_name.bytes()) {
             *k = b.to_ascii_lowercase();
         }
-        u64::from_be_bytes(key)
+        u128::from_be_bytes(key)
     }
 }
 
@@ -405,6 +405,21 @@ impl Slots {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| Some((i as Idx, s.as_ref()?)))
+    }
+
+    /// Adds an agent read from the database at start-up: ids are unique there (the primary key),
+    /// so no lookup first.
+    pub fn push_loaded(&mut self, slot: Slot) {
+        let (id_key, cred_key) = (id_hash(&slot.id), credential_hash(&slot.credential_hash));
+        let idx = Idx::try_from(self.slots.len()).expect("fewer than 2^32 agents");
+        self.slots.push(Some(slot));
+        let slots = &self.slots;
+        let live = |i: &Idx| slots[*i as usize].as_ref().expect("live");
+        self.by_id
+            .insert_unique(id_key, idx, |i| id_hash(&live(i).id));
+        self.by_credential
+            .insert_unique(cred_key, idx, |i| credential_hash(&live(i).credential_hash));
+        self.len += 1;
     }
 
     /// Adds an agent, or replaces the one with the same id (a re-install). Returns its place.
@@ -548,7 +563,11 @@ mod tests {
         let (a, b) = (slot("Alpha", 1), slot("alpha", 2));
         assert_eq!(a.name_cmp(&b), a.id.cmp(&b.id));
         assert!(slot("alpha", 3).name_cmp(&slot("BETA", 4)).is_lt());
-        assert!(slot("alphabet-1", 5).name_prefix() == slot("ALPHABET-2", 6).name_prefix());
+        assert!(
+            slot("alphabet-soup-01-a", 5).name_prefix()
+                == slot("ALPHABET-SOUP-01-b", 6).name_prefix()
+        );
+        assert!(slot("dc-0001", 7).name_prefix() < slot("DC-0002", 8).name_prefix());
     }
 }
 

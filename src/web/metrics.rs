@@ -93,6 +93,13 @@ pub async fn metrics(
         "Agent states written by group commits.",
         m.flushed_agents.load(Relaxed),
     );
+    out.push_str("# HELP hybridsync_fleet_load_seconds Time to load the fleet at start, by source: the snapshot of the last clean shutdown, or the agent table.\n# TYPE hybridsync_fleet_load_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "hybridsync_fleet_load_seconds{{source=\"{}\"}} {}",
+        m.loaded_from,
+        m.load_duration.as_secs_f64()
+    );
     render_sync(&mut out, &state.sync_metrics);
     render_writeback(&mut out, &state.writeback_metrics);
     Ok((

@@ -256,3 +256,178 @@ fn millis(v: &serde_json::Value) -> i64 {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
+
+/// The sample `series` (name and labels as written) in `/metrics`, if present.
+async fn metric(console: &Console, api: &Api, series: &str) -> Option<f64> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", console.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// What must survive a restart unchanged (status and health are re-evaluated against the clock).
+fn lasting(list: &serde_json::Value) -> Vec<String> {
+    let mut agents: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            [
+                "id",
+                "machine_name",
+                "version",
+                "external_ip",
+                "listen_addr",
+                "registered_at",
+                "last_heartbeat_at",
+                "uptime_seconds",
+                "checks",
+                "domains",
+            ]
+            .map(|k| a[k].to_string())
+            .join(" ")
+        })
+        .collect();
+    agents.sort();
+    agents
+}
+
+async fn snapshot_rows(dir: &std::path::Path) -> i64 {
+    let pool = hybridsync::db::open(dir).await.unwrap();
+    let n = sqlx::query_scalar("SELECT count(*) FROM fleet_snapshot")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test]
+async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_read_instead() {
+    let console = Console::start(&[]);
+    let api = Api::new(&console, ADMIN);
+    let token = console.enrollment_token(30);
+    let credentials = console.data_dir().join("simulated-credentials");
+    let sim = Killed(simulate(
+        &console,
+        &token,
+        30,
+        &["--credentials-out", credentials.to_str().unwrap()],
+    ));
+    wait_for(
+        "30 heartbeating agents",
+        Duration::from_secs(30),
+        || async {
+            let (_, all) = api.get("/agents?health=healthy&limit=100").await;
+            (all["total"] == 30).then_some(())
+        },
+    )
+    .await;
+    drop(sim);
+    assert_eq!(
+        metric(
+            &console,
+            &api,
+            "hybridsync_fleet_load_seconds{source=\"table\"}"
+        )
+        .await
+        .map(|s| s >= 0.0),
+        Some(true),
+        "a first start reads the table"
+    );
+    let (_, before) = api.get("/agents?status=all&limit=100").await;
+    let (status, dir) = console.stop();
+    assert!(status.success());
+    assert_eq!(
+        snapshot_rows(dir.path()).await,
+        1,
+        "clean shutdown writes a snapshot"
+    );
+
+    let console = Console::start_in(dir, &[]);
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        ..api
+    };
+    assert!(
+        metric(
+            &console,
+            &api,
+            "hybridsync_fleet_load_seconds{source=\"snapshot\"}"
+        )
+        .await
+        .is_some(),
+        "the restart reads the snapshot"
+    );
+    let (_, after) = api.get("/agents?status=all&limit=100").await;
+    assert_eq!(after["total"], 30);
+    assert_eq!(lasting(&after), lasting(&before));
+    // The agents still authenticate: their credentials came back with the snapshot.
+    let (credential, name) = std::fs::read_to_string(&credentials)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('\t'))
+        .map(|(c, n)| (c.to_string(), n.to_string()))
+        .expect("a credential");
+    let r = api
+        .http
+        .post(format!("{}/agent-api/v1/heartbeat", console.url))
+        .bearer_auth(&credential)
+        .json(
+            &serde_json::json!({"version": "0.1.0", "machine_name": name, "uptime_seconds": 7,
+            "heartbeat_interval_seconds": 30, "checks": []}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "heartbeat after a restart from the snapshot"
+    );
+    let (status, dir) = console.stop();
+    assert!(status.success());
+    assert_eq!(snapshot_rows(dir.path()).await, 1);
+
+    // Any change to the agent table while the console is down makes the snapshot stale.
+    let renamed = before["items"][0]["id"].as_str().unwrap().to_string();
+    let pool = hybridsync::db::open(dir.path()).await.unwrap();
+    sqlx::query("UPDATE agent SET machine_name = 'renamed-offline' WHERE agent_id = ?")
+        .bind(&renamed)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(
+        snapshot_rows(dir.path()).await,
+        0,
+        "the change dropped the snapshot"
+    );
+    let console = Console::start_in(dir, &[]);
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        ..api
+    };
+    assert!(
+        metric(
+            &console,
+            &api,
+            "hybridsync_fleet_load_seconds{source=\"table\"}"
+        )
+        .await
+        .is_some(),
+        "a stale snapshot is not read"
+    );
+    let agent = api.agent(&renamed).await.unwrap();
+    assert_eq!(agent["machine_name"], "renamed-offline");
+}
