@@ -35,6 +35,8 @@ use store::{Idx, Pools, Slot, Slots};
 const MAX_DOMAINS: usize = 64;
 /// How often dirty heartbeat state reaches the database.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Agent rows per statement of a group commit (each row is built just before its statement).
+const ROWS_PER_STATEMENT: usize = 2_000;
 /// How often every agent's status and health are re-evaluated.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -1391,7 +1393,7 @@ impl Fleet {
                     continue;
                 };
                 slot.dirty = false;
-                rows.push(slot.to_agent().to_row());
+                rows.push(idx);
             }
             (rows, beats, std::mem::take(&mut queues.events))
         };
@@ -1399,9 +1401,19 @@ impl Fleet {
         let started = std::time::Instant::now();
         let result = async {
             let mut tx = self.db.begin().await?;
-            // A bounded number of statements whatever the fleet size: rows travel as JSON.
-            for chunk in rows.chunks(5_000) {
-                db::agents::update_live_states(&mut tx, chunk).await?;
+            // A bounded number of statements whatever the fleet size: rows travel as JSON. Rows
+            // are built a chunk at a time, so a fleet-wide change (every agent's first heartbeat
+            // after a restart) never holds every row in memory at once.
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let built: Vec<AgentRow> = {
+                    let inner = self.read();
+                    chunk
+                        .iter()
+                        .filter_map(|&idx| inner.slots.get(idx))
+                        .map(|slot| slot.to_agent().to_row())
+                        .collect()
+                };
+                db::agents::update_live_states(&mut tx, &built).await?;
             }
             for chunk in beats.chunks(20_000) {
                 db::agents::update_heartbeats(&mut tx, chunk).await?;
@@ -1415,11 +1427,9 @@ impl Fleet {
         if let Err(e) = result {
             let mut guard = self.write();
             let Inner { slots, queues, .. } = &mut *guard;
-            for id in rows.iter().map(|r| r.agent_id.as_str()) {
-                if let Some(idx) = slots.find_str(id) {
-                    if let Some(slot) = slots.get_mut(idx) {
-                        queues.mark_dirty(idx, slot);
-                    }
+            for &idx in &rows {
+                if let Some(slot) = slots.get_mut(idx) {
+                    queues.mark_dirty(idx, slot);
                 }
             }
             for id in beats.iter().map(|b| b.agent_id.as_str()) {

@@ -69,10 +69,13 @@ for page in / /agents "/agents?status=all&sort=health" /agents/table "/api/v1/ag
 done
 
 # --- restart at this fleet size: time to /healthz and to a full Agents API answer ---------------
+# The clean stop writes the fleet snapshot, so the first restart reads it; the second restart runs
+# after removing the snapshot file, so it reads the agent table (as after a crash).
 kill -TERM "$CONSOLE"; wait "$CONSOLE" 2>/dev/null || true
-python3 - "$BIN" "$DATA" "$CPORT" "$API" <<'PY'
+restart() {
+python3 - "$BIN" "$DATA" "$CPORT" "$API" "$1" <<'PY'
 import subprocess, sys, time, urllib.request
-binary, data, port, api = sys.argv[1:]
+binary, data, port, api, label = sys.argv[1:]
 url = f"http://127.0.0.1:{port}"
 start = time.monotonic()
 p = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--poll-interval", "1h"],
@@ -86,6 +89,14 @@ while ready is None and time.monotonic() - start < 30:
         urllib.request.urlopen(req, timeout=1); ready = time.monotonic() - start
     except Exception:
         time.sleep(0.002)
-print(f"start: /healthz after {healthz*1000:.0f} ms, agents API ready after {ready*1000:.0f} ms (process spawn included)")
+req = urllib.request.Request(url + "/metrics", headers={"authorization": "Bearer " + api})
+load = [l for l in urllib.request.urlopen(req).read().decode().splitlines() if l.startswith("hybridsync_fleet_load_seconds")]
+time.sleep(2)
+rss = next(l.split()[1] for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS"))
+print(f"start ({label}): /healthz after {healthz*1000:.0f} ms, agents API ready after {ready*1000:.0f} ms (process spawn included); {load[0] if load else ''}; idle rss={int(rss)/1024:.1f} MiB")
 p.terminate(); p.wait()
 PY
+}
+restart "clean restart"
+rm -f "$DATA/fleet.snapshot"
+restart "snapshot removed"
