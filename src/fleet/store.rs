@@ -410,11 +410,17 @@ impl Slots {
     /// Adds an agent read from the database at start-up: ids are unique there (the primary key),
     /// so no lookup first.
     pub fn push_loaded(&mut self, slot: Slot) {
-        let (id_key, cred_key) = (id_hash(&slot.id), credential_hash(&slot.credential_hash));
         let idx = Idx::try_from(self.slots.len()).expect("fewer than 2^32 agents");
         self.slots.push(Some(slot));
+        self.index_new(idx);
+    }
+
+    /// Enters the agent just put at `idx` into both lookup tables.
+    fn index_new(&mut self, idx: Idx) {
         let slots = &self.slots;
         let live = |i: &Idx| slots[*i as usize].as_ref().expect("live");
+        let slot = live(&idx);
+        let (id_key, cred_key) = (id_hash(&slot.id), credential_hash(&slot.credential_hash));
         self.by_id
             .insert_unique(id_key, idx, |i| id_hash(&live(i).id));
         self.by_credential
@@ -434,7 +440,6 @@ impl Slots {
             });
             return idx;
         }
-        let (id_key, cred_key) = (id_hash(&slot.id), credential_hash(&slot.credential_hash));
         let idx = match self.free.pop() {
             Some(idx) => {
                 self.slots[idx as usize] = Some(slot);
@@ -445,13 +450,7 @@ impl Slots {
                 Idx::try_from(self.slots.len() - 1).expect("fewer than 2^32 agents")
             }
         };
-        let slots = &self.slots;
-        let live = |i: &Idx| slots[*i as usize].as_ref().expect("live");
-        self.by_id
-            .insert_unique(id_key, idx, |i| id_hash(&live(i).id));
-        self.by_credential
-            .insert_unique(cred_key, idx, |i| credential_hash(&live(i).credential_hash));
-        self.len += 1;
+        self.index_new(idx);
         idx
     }
 

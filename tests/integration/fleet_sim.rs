@@ -257,23 +257,6 @@ fn millis(v: &serde_json::Value) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// The sample `series` (name and labels as written) in `/metrics`, if present.
-async fn metric(console: &Console, api: &Api, series: &str) -> Option<f64> {
-    let text = api
-        .http
-        .get(format!("{}/metrics", console.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-}
-
 /// What must survive a restart unchanged (status and health are re-evaluated against the clock).
 fn lasting(list: &serde_json::Value) -> Vec<String> {
     let mut agents: Vec<String> = list["items"]
@@ -299,6 +282,23 @@ fn lasting(list: &serde_json::Value) -> Vec<String> {
         .collect();
     agents.sort();
     agents
+}
+
+/// Starts the console again on `dir`, with `api` pointed at it.
+fn reopen(dir: tempfile::TempDir, api: &Api) -> (Console, Api) {
+    let console = Console::start_in(dir, &[]);
+    let api = Api {
+        base: format!("{}/api/v1", console.url),
+        http: api.http.clone(),
+        token: api.token.clone(),
+    };
+    (console, api)
+}
+
+/// Whether the console's last start loaded the fleet from `source` (`snapshot` or `table`).
+async fn loaded_from(console: &Console, api: &Api, source: &str) -> bool {
+    let series = format!("hybridsync_fleet_load_seconds{{source=\"{source}\"}}");
+    value(&scrape(console, api).await, &series).is_some_and(|s| s >= 0.0)
 }
 
 async fn snapshot_rows(dir: &std::path::Path) -> i64 {
@@ -333,15 +333,8 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
     )
     .await;
     drop(sim);
-    assert_eq!(
-        metric(
-            &console,
-            &api,
-            "hybridsync_fleet_load_seconds{source=\"table\"}"
-        )
-        .await
-        .map(|s| s >= 0.0),
-        Some(true),
+    assert!(
+        loaded_from(&console, &api, "table").await,
         "a first start reads the table"
     );
     let (_, before) = api.get("/agents?status=all&limit=100").await;
@@ -353,19 +346,9 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         "clean shutdown writes a snapshot"
     );
 
-    let console = Console::start_in(dir, &[]);
-    let api = Api {
-        base: format!("{}/api/v1", console.url),
-        ..api
-    };
+    let (console, api) = reopen(dir, &api);
     assert!(
-        metric(
-            &console,
-            &api,
-            "hybridsync_fleet_load_seconds{source=\"snapshot\"}"
-        )
-        .await
-        .is_some(),
+        loaded_from(&console, &api, "snapshot").await,
         "the restart reads the snapshot"
     );
     let (_, after) = api.get("/agents?status=all&limit=100").await;
@@ -413,19 +396,9 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         0,
         "the change dropped the snapshot"
     );
-    let console = Console::start_in(dir, &[]);
-    let api = Api {
-        base: format!("{}/api/v1", console.url),
-        ..api
-    };
+    let (console, api) = reopen(dir, &api);
     assert!(
-        metric(
-            &console,
-            &api,
-            "hybridsync_fleet_load_seconds{source=\"table\"}"
-        )
-        .await
-        .is_some(),
+        loaded_from(&console, &api, "table").await,
         "a stale snapshot is not read"
     );
     let agent = api.agent(&renamed).await.unwrap();

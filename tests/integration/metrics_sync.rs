@@ -10,26 +10,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// The `/metrics` text, scraped with an API token as Prometheus does.
-async fn scrape(console: &Console, api: &Api) -> String {
-    let r = api
-        .http
-        .get(format!("{}/metrics", console.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
-/// The value of the sample `series` (name and labels exactly as written), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_sync_cycles_objects_and_writeback() {
     let slapd = Slapd::start(true);

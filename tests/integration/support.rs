@@ -512,3 +512,23 @@ pub fn texts(html: &str, selector: &str) -> Vec<String> {
         .map(|e| e.text().collect::<String>().trim().to_string())
         .collect()
 }
+
+/// The `/metrics` text, scraped with an API token as Prometheus does.
+pub async fn scrape(console: &Console, api: &Api) -> String {
+    let r = api
+        .http
+        .get(format!("{}/metrics", console.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The value of the sample `series` (name and labels exactly as written), if present.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
