@@ -16,6 +16,7 @@ pub mod console;
 pub mod db;
 pub mod directory;
 pub mod fleet;
+pub mod malloc;
 pub mod protocol;
 pub mod simulate;
 pub mod state;

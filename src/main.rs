@@ -5,26 +5,9 @@ use hybridsync::cli::{AgentCommand, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    one_malloc_arena();
+    hybridsync::malloc::one_arena();
     run()
 }
-
-/// glibc gives each thread that allocates its own malloc arena and keeps what each one freed. The
-/// console's threads (runtime workers, one per SQLite connection) all allocate, and at 100,000
-/// agents the extra arenas held a fifth of its memory: 84 MiB resident after heartbeats with the
-/// default, 63 MiB with one arena (and no less throughput: requests mostly allocate on the two
-/// runtime workers anyway). mimalloc was tried instead and measured worse (88 MiB).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn one_malloc_arena() {
-    // SAFETY: mallopt only sets an allocator parameter, and runs before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn one_malloc_arena() {}
 
 #[tokio::main]
 async fn run() -> ExitCode {

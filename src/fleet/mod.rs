@@ -37,6 +37,8 @@ const MAX_DOMAINS: usize = 64;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Agent rows per statement of a group commit (each row is built just before its statement).
 const ROWS_PER_STATEMENT: usize = 2_000;
+/// How often free memory inside the heap goes back to the system (see `crate::malloc`).
+const TRIM_INTERVAL: Duration = Duration::from_secs(30);
 /// How often every agent's status and health are re-evaluated.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -1470,6 +1472,8 @@ impl Fleet {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+        let mut trim = tokio::time::interval(TRIM_INTERVAL);
+        trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = flush.tick() => {
@@ -1478,6 +1482,12 @@ impl Fleet {
                     }
                 }
                 _ = sweep.tick() => self.sweep().await,
+                _ = trim.tick() => {
+                    // Off the runtime's workers: it holds the allocator's lock for a few ms.
+                    let started = std::time::Instant::now();
+                    let _ = tokio::task::spawn_blocking(crate::malloc::trim).await;
+                    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "heap trimmed");
+                }
                 _ = poll.tick() => {
                     // A slow round is not doubled up: the next one starts after it ends.
                     if polling.as_ref().is_none_or(|h| h.is_finished()) {
