@@ -1107,8 +1107,9 @@ impl Fleet {
                     || slot.id.hyphenated().encode_lower(&mut id).starts_with(n)
             })
         };
-        let page_of = |idxs: &mut dyn Iterator<Item = Idx>| -> Vec<Agent> {
-            idxs.filter_map(|i| inner.slots.get(i))
+        let page_of = |idxs: &[Idx]| -> Vec<Agent> {
+            idxs.iter()
+                .filter_map(|&i| inner.slots.get(i))
                 .map(Slot::to_agent)
                 .collect()
         };
@@ -1129,7 +1130,7 @@ impl Fleet {
                 }
                 total += 1;
             }
-            return (page_of(&mut page.into_iter()), total);
+            return (page_of(&page), total);
         }
         // Versions sort as text: rank the few distinct ones once.
         let mut version_rank: HashMap<&str, u64> = HashMap::new();
@@ -1184,15 +1185,19 @@ impl Fleet {
             keyed.truncate(want);
         }
         keyed.sort_unstable();
-        let positions = keyed.into_iter().skip(offset).map(|(_, pos)| {
-            let pos = if filter.descending {
-                Idx::MAX - pos
-            } else {
-                pos
-            };
-            inner.by_name[pos as usize].idx
-        });
-        (page_of(&mut positions.into_iter()), total)
+        let places: Vec<Idx> = keyed
+            .into_iter()
+            .skip(offset)
+            .map(|(_, pos)| {
+                let pos = if filter.descending {
+                    Idx::MAX - pos
+                } else {
+                    pos
+                };
+                inner.by_name[pos as usize].idx
+            })
+            .collect();
+        (page_of(&places), total)
     }
 
     pub fn summary(&self) -> FleetSummary {

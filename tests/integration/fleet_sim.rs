@@ -92,15 +92,7 @@ async fn simulated_fleet_shows_up_in_the_api_and_metrics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", console.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 200);
-    let text = metrics.text().await.unwrap();
+    let text = scrape(&console, &api).await;
     assert!(
         text.contains("hybridsync_agents{status=\"active\",health=\"healthy\"} 37\n"),
         "{text}"
