@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Polls in flight at once.
     #[arg(long, default_value_t = 256)]
     pub poll_concurrency: usize,
+    /// Agents whose poll connection stays open between rounds (each costs about 27 KiB); the
+    /// others are polled on a new connection every round.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_keepalive: usize,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// PEM certificate chain (leaf first) to serve HTTPS with; needs --tls-key.

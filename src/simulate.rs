@@ -202,6 +202,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .route(&format!("{AGENT_API}/health"), get(health))
         .with_state(shared.clone());
     let listener = crate::console::tls::TlsListener::new(listener, tls.server_config()?)?;
+    let handshakes = listener.handshakes();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let agents = Arc::new(agents);
@@ -261,7 +262,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = report.tick() => {
                 let window = stats.take();
-                window.print(args.report_every, shared.polls_answered.load(Relaxed));
+                window.print(args.report_every, &shared.polls_answered, &handshakes);
                 total.merge(window);
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
@@ -274,7 +275,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     server.abort();
     total.merge(stats.take());
     println!("total:");
-    total.print(start.elapsed(), shared.polls_answered.load(Relaxed));
+    total.print(start.elapsed(), &shared.polls_answered, &handshakes);
     Ok(())
 }
 
@@ -395,7 +396,8 @@ impl Summary {
         self.latencies_us.extend(other.latencies_us);
     }
 
-    fn print(&self, over: Duration, polls: u64) {
+    /// One report line; the health endpoint's counters are totals since the start.
+    fn print(&self, over: Duration, polls: &AtomicU64, handshakes: &AtomicU64) {
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
         let pct = |p: f64| -> f64 {
@@ -406,13 +408,15 @@ impl Summary {
             f64::from(sorted[i]) / 1000.0
         };
         println!(
-            "heartbeats ok={} failed={} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms health-polls-answered={polls}",
+            "heartbeats ok={} failed={} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms health-polls-answered={} tls-handshakes={}",
             self.ok,
             self.failed,
             (self.ok + self.failed) as f64 / over.as_secs_f64().max(0.001),
             pct(0.50),
             pct(0.99),
             pct(1.0),
+            polls.load(Relaxed),
+            handshakes.load(Relaxed),
         );
     }
 }

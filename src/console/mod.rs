@@ -39,6 +39,7 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
         poll_interval: args.poll_interval,
         poll_timeout: args.poll_timeout,
         poll_concurrency: args.poll_concurrency,
+        poll_keepalive: args.poll_keepalive,
         snapshot_file: Some(args.data_dir.join(crate::fleet::SNAPSHOT_FILE)),
     };
     let fleet = Arc::new(Fleet::load(db.clone(), key.clone(), config).await?);

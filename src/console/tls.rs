@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -110,6 +111,7 @@ pub fn certificate_sha256_hex(der: &[u8]) -> String {
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
+    handshakes: Arc<AtomicU64>,
 }
 
 impl TlsListener {
@@ -118,6 +120,8 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
         let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let handshakes = Arc::new(AtomicU64::new(0));
+        let completed = handshakes.clone();
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -143,10 +147,12 @@ impl TlsListener {
                 }
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let completed = completed.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
+                            completed.fetch_add(1, Relaxed);
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(e)) => {
@@ -157,7 +163,17 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { ready, local })
+        Ok(TlsListener {
+            ready,
+            local,
+            handshakes,
+        })
+    }
+
+    /// Counts the TLS handshakes completed so far (the simulator reports it, so a test can tell
+    /// a new connection from a reused one).
+    pub fn handshakes(&self) -> Arc<AtomicU64> {
+        self.handshakes.clone()
     }
 }
 

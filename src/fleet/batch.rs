@@ -122,6 +122,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             poll_timeout: Duration::from_secs(1),
             poll_concurrency: 4,
+            poll_keepalive: 4,
             snapshot_file: None,
         };
         Fleet::load(db, ConsoleKey::from_bytes([7; 32]), config)

@@ -378,6 +378,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             poll_timeout: Duration::from_secs(5),
             poll_concurrency: 4,
+            poll_keepalive: 4,
             snapshot_file: None,
         };
         let fleet = Fleet::load(db, ConsoleKey::from_bytes([7; 32]), config)

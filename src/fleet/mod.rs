@@ -51,6 +51,8 @@ pub struct FleetConfig {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub poll_concurrency: usize,
+    /// Agents per round whose poll connection stays open for the next round (see [`poll`]).
+    pub poll_keepalive: usize,
     /// Where the fleet snapshot is kept between a clean shutdown and the next start (None: no
     /// snapshot, the table is always read).
     pub snapshot_file: Option<std::path::PathBuf>,

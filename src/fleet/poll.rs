@@ -1,6 +1,13 @@
 //! The console's health polls: `GET /v1/health` on each active agent, with bounded concurrency, a
-//! per-call timeout and one shared connection pool (so scheduled rounds reuse connections). Each
-//! poll is an [`Fleet::agent_request`]: HTTPS to the certificate the agent's enrollment pinned.
+//! per-call timeout and one shared connection pool. Each poll is an [`Fleet::agent_request`]:
+//! HTTPS to the certificate the agent's enrollment pinned.
+//!
+//! Connections kept open between rounds save a TLS handshake per agent and round (a round over
+//! 10,000 agents on reused connections takes a sixth of the time), but each idle connection holds
+//! about 27 KiB of buffers and TLS state in the console: kept for 100,000 agents that is 2.6 GiB,
+//! forty times the whole fleet's state. So only the first `--poll-keepalive` agents of a round keep
+//! their connection; the others are polled with `Connection: close`, and nothing of theirs stays
+//! in memory between rounds.
 
 use super::call::{self, describe_error, innermost};
 use super::{Fleet, Status};
@@ -33,9 +40,10 @@ impl Fleet {
         };
         let started = std::time::Instant::now();
         let count = targets.len();
-        futures::stream::iter(targets)
-            .for_each_concurrent(self.config.poll_concurrency.max(1), |id| async move {
-                self.poll_one(&id.to_string()).await;
+        let keep_alive = self.config.poll_keepalive;
+        futures::stream::iter(targets.into_iter().enumerate())
+            .for_each_concurrent(self.config.poll_concurrency.max(1), |(n, id)| async move {
+                self.poll(&id.to_string(), n < keep_alive).await;
             })
             .await;
         self.metrics.poll_rounds.fetch_add(1, Relaxed);
@@ -47,12 +55,22 @@ impl Fleet {
         );
     }
 
-    /// Polls one agent now and applies the result. None when the agent does not exist.
+    /// Polls one agent now ("Check now") and applies the result. None when the agent does not
+    /// exist.
     pub async fn poll_one(&self, agent_id: &str) -> Option<PollOutcome> {
+        self.poll(agent_id, true).await
+    }
+
+    /// Polls one agent; `keep_alive` false closes the connection after the answer.
+    async fn poll(&self, agent_id: &str, keep_alive: bool) -> Option<PollOutcome> {
         self.read().slots.find_str(agent_id)?;
         let started = std::time::Instant::now();
         let result = match self.agent_request(agent_id, reqwest::Method::GET, "/health") {
-            Ok(request) => self.fetch_health(request).await,
+            Ok(request) if keep_alive => self.fetch_health(request).await,
+            Ok(request) => {
+                self.fetch_health(request.header(reqwest::header::CONNECTION, "close"))
+                    .await
+            }
             Err(message) => Err(message),
         };
         let (count, latency) = if result.is_ok() {

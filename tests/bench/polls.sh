@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Health-poll benchmark for BENCHMARKS.md: the console polls AGENTS simulated agents; the first round
-# opens new connections, later rounds reuse them. Run from the repository root after
-# `cargo build --release`:   bash tests/bench/polls.sh [AGENTS] [ROUNDS]
+# opens new connections, later rounds reuse the connections of the first KEEPALIVE agents (default:
+# all) and open new ones for the rest. Prints each round's time and the console's resident memory
+# after the last. Run from the repository root after `cargo build --release`:
+#   bash tests/bench/polls.sh [AGENTS] [ROUNDS] [KEEPALIVE]
+# The agents heartbeat every 30 s (the default) unless HEARTBEAT=5s or the like says otherwise.
 set -euo pipefail
 BIN=${BIN:-target/release/hybridsync}
 AGENTS=${1:-10000}
 ROUNDS=${2:-4}
+KEEPALIVE=${3:-$AGENTS}
 WORK=$(mktemp -d /tmp/hybridsync-polls.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -15,14 +19,16 @@ port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));pri
 DATA="$WORK/console"; CPORT=$(port); URL=http://127.0.0.1:$CPORT
 TOKEN=$($BIN admin create-enrollment-token --data-dir "$DATA" --max-uses "$AGENTS")
 RUST_LOG=warn,hybridsync::fleet::poll=debug $BIN serve --listen 127.0.0.1:$CPORT --data-dir "$DATA" \
-  --poll-interval 8s --poll-concurrency 256 >"$WORK/console.log" 2>&1 & PIDS+=($!)
+  --poll-interval 8s --poll-concurrency 256 --poll-keepalive "$KEEPALIVE" >"$WORK/console.log" 2>&1 & PIDS+=($!)
+CONSOLE=$!
 for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.05; done
-$BIN simulate --console "$URL" --enrollment-token "$TOKEN" --agents "$AGENTS" --heartbeat-interval 5s \
+$BIN simulate --console "$URL" --enrollment-token "$TOKEN" --agents "$AGENTS" --heartbeat-interval "${HEARTBEAT:-30s}" \
   --report-every 60s >"$WORK/sim.log" 2>&1 & PIDS+=($!)
 # Wait for ROUNDS full rounds over every agent.
 for _ in $(seq 600); do
   [ "$(grep -c "agents=$AGENTS" "$WORK/console.log" || true)" -ge "$ROUNDS" ] && break
   sleep 0.5
 done
-echo "poll rounds over $AGENTS agents (the first on new connections, the rest on reused ones):"
+echo "poll rounds over $AGENTS agents, $KEEPALIVE kept between rounds (the first round on new connections):"
 grep "agents=$AGENTS" "$WORK/console.log" | sed -n 's/.*agents=\([0-9]*\) elapsed_ms=\([0-9]*\).*/  \1 agents in \2 ms/p'
+echo "console resident memory after the last round: $(( $(awk '/VmRSS/ {print $2}' /proc/$CONSOLE/status) / 1024 )) MiB"

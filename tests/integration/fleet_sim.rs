@@ -133,6 +133,76 @@ async fn simulated_fleet_shows_up_in_the_api_and_metrics() {
     );
 }
 
+/// The simulator's latest totals: (health polls answered, TLS handshakes completed).
+fn sim_totals(line: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("health-polls-answered=")?, field("tls-handshakes=")?))
+}
+
+#[tokio::test]
+async fn only_the_first_poll_keepalive_agents_of_a_round_keep_their_connection() {
+    // 10 agents, 4 kept: after the first round, every round opens 6 new connections.
+    let console = Console::start(&[FAST, &["--poll-keepalive", "4"]].concat());
+    let token = console.enrollment_token(10);
+    let mut child = Command::new(bin())
+        .args([
+            "simulate",
+            "--console",
+            &console.url,
+            "--enrollment-token",
+            &token,
+            "--agents",
+            "10",
+            "--heartbeat-interval",
+            "1s",
+            "--report-every",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn simulate");
+    let out = child.stdout.take().unwrap();
+    let _sim = Killed(child);
+    let latest = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let writer = latest.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(totals) = sim_totals(&line) {
+                *writer.lock().unwrap() = Some(totals);
+            }
+        }
+    });
+    let totals_after = |polls: u64| {
+        let latest = latest.clone();
+        async move {
+            wait_for(
+                &format!("{polls} polls answered"),
+                Duration::from_secs(60),
+                || async { latest.lock().unwrap().filter(|(p, _)| *p >= polls) },
+            )
+            .await
+        }
+    };
+    // Three rounds in, every agent reports its address and the kept connections are open.
+    let (polls_before, handshakes_before) = totals_after(30).await;
+    let (polls_after, handshakes_after) = totals_after(polls_before + 60).await;
+    let polls = polls_after - polls_before;
+    let handshakes = handshakes_after - handshakes_before;
+    // 6 in 10 polls need a handshake. A sample taken mid-round can be off by up to one round's
+    // new connections at either end; keeping all (0) or none (one per poll) is far outside.
+    let expected = polls * 6 / 10;
+    assert!(
+        handshakes + 12 >= expected && handshakes <= expected + 12,
+        "{handshakes} TLS handshakes for {polls} polls; expected about {expected}"
+    );
+}
+
 #[tokio::test]
 async fn batch_enrollment_is_all_or_nothing() {
     let console = Console::start(&[]);
