@@ -16,6 +16,7 @@
 use crate::protocol::{CheckStatus, HealthCheck};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -93,63 +94,113 @@ pub fn evaluate_status(o: &Observed<'_>, t: &Thresholds, now: i64) -> Status {
     }
 }
 
-/// The reason is borrowed when it is a fixed text, so re-evaluating a healthy agent allocates nothing.
-pub fn evaluate_health(o: &Observed<'_>, t: &Thresholds, now: i64) -> (Health, Cow<'static, str>) {
+/// Why an agent has its health, as the evaluation found it. Nothing is formatted until asked:
+/// the sweeper evaluates every agent every second and only needs the text when it differs from
+/// the stored one ([`Reason::is`]), so an unchanged unhealthy agent costs no allocation either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason<'a> {
+    Fixed(&'static str),
+    NoHeartbeatSinceEnrollment { unhealthy_ms: i64 },
+    NoHeartbeat { intervals: i64, unhealthy_ms: i64 },
+    Unreachable(&'a str),
+    Overdue { interval_ms: i64 },
+    CheckFailing(&'a HealthCheck),
+    CheckWarning(&'a HealthCheck),
+}
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            // No elapsed time in any reason: it would change every sweep; `health_since` tells when.
+            Reason::Fixed(text) => f.write_str(text),
+            Reason::NoHeartbeatSinceEnrollment { unhealthy_ms } => write!(
+                f,
+                "no heartbeat within {} of enrollment",
+                Human(unhealthy_ms)
+            ),
+            Reason::NoHeartbeat {
+                intervals,
+                unhealthy_ms,
+            } => {
+                let plural = if intervals == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "no heartbeat for {intervals} interval{plural} ({} without a heartbeat)",
+                    Human(unhealthy_ms)
+                )
+            }
+            Reason::Unreachable(error) => write!(f, "health endpoint unreachable: {error}"),
+            Reason::Overdue { interval_ms } => write!(
+                f,
+                "heartbeat overdue: none for 2 intervals ({})",
+                Human(2 * interval_ms)
+            ),
+            Reason::CheckFailing(check) => {
+                write!(f, "check {} failing: {}", check.name, check.message)
+            }
+            Reason::CheckWarning(check) => write!(f, "check {}: {}", check.name, check.message),
+        }
+    }
+}
+
+impl Reason<'_> {
+    /// Whether this reason reads exactly `text`, compared as it is formatted (no allocation).
+    pub fn is(&self, text: &str) -> bool {
+        /// Consumes `rest` as the formatter writes; fails at the first difference.
+        struct Expect<'t> {
+            rest: &'t str,
+        }
+        impl fmt::Write for Expect<'_> {
+            fn write_str(&mut self, part: &str) -> fmt::Result {
+                match self.rest.strip_prefix(part) {
+                    Some(rest) => {
+                        self.rest = rest;
+                        Ok(())
+                    }
+                    None => Err(fmt::Error),
+                }
+            }
+        }
+        let mut expect = Expect { rest: text };
+        fmt::write(&mut expect, format_args!("{self}")).is_ok() && expect.rest.is_empty()
+    }
+}
+
+pub fn evaluate_health<'a>(o: &Observed<'a>, t: &Thresholds, now: i64) -> (Health, Reason<'a>) {
     let unhealthy_ms = millis(t.unhealthy_after);
     let interval_ms = o.heartbeat_interval_seconds.max(1) * 1000;
     let Some(last) = o.last_heartbeat_at else {
         if now - o.registered_at > unhealthy_ms {
-            // No elapsed time in the reason: it would change every sweep; `health_since` tells when.
             return (
                 Health::Unhealthy,
-                Cow::Owned(format!(
-                    "no heartbeat within {} of enrollment",
-                    human(unhealthy_ms)
-                )),
+                Reason::NoHeartbeatSinceEnrollment { unhealthy_ms },
             );
         }
-        return (Health::Degraded, Cow::Borrowed(ENROLLED));
+        return (Health::Degraded, Reason::Fixed(ENROLLED));
     };
     let silent = now - last;
     if silent > unhealthy_ms {
-        let intervals = (unhealthy_ms / interval_ms).max(1);
-        let plural = if intervals == 1 { "" } else { "s" };
         return (
             Health::Unhealthy,
-            Cow::Owned(format!(
-                "no heartbeat for {intervals} interval{plural} ({} without a heartbeat)",
-                human(unhealthy_ms)
-            )),
+            Reason::NoHeartbeat {
+                intervals: (unhealthy_ms / interval_ms).max(1),
+                unhealthy_ms,
+            },
         );
     }
     if let Some(error) = o.last_poll_error {
-        return (
-            Health::Unhealthy,
-            Cow::Owned(format!("health endpoint unreachable: {error}")),
-        );
+        return (Health::Unhealthy, Reason::Unreachable(error));
     }
     if silent > 2 * interval_ms {
-        return (
-            Health::Degraded,
-            Cow::Owned(format!(
-                "heartbeat overdue: none for 2 intervals ({})",
-                human(2 * interval_ms)
-            )),
-        );
+        return (Health::Degraded, Reason::Overdue { interval_ms });
     }
     if let Some(check) = o.checks.iter().find(|c| c.status == CheckStatus::Fail) {
-        return (
-            Health::Unhealthy,
-            Cow::Owned(format!("check {} failing: {}", check.name, check.message)),
-        );
+        return (Health::Unhealthy, Reason::CheckFailing(check));
     }
     if let Some(check) = o.checks.iter().find(|c| c.status == CheckStatus::Warn) {
-        return (
-            Health::Degraded,
-            Cow::Owned(format!("check {}: {}", check.name, check.message)),
-        );
+        return (Health::Degraded, Reason::CheckWarning(check));
     }
-    (Health::Healthy, Cow::Borrowed(HEALTHY))
+    (Health::Healthy, Reason::Fixed(HEALTHY))
 }
 
 /// The reason of a freshly enrolled agent.
@@ -172,12 +223,21 @@ fn millis(d: Duration) -> i64 {
 
 /// A short human duration: `45s`, `3m`, `2h`, `10d`.
 pub fn human(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
+    Human(ms).to_string()
+}
+
+/// [`human`] without the allocation, for use inside other formatting.
+struct Human(i64);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.max(0) / 1000;
+        match s {
+            0..=119 => write!(f, "{s}s"),
+            120..=7199 => write!(f, "{}m", s / 60),
+            7200..=172_799 => write!(f, "{}h", s / 3600),
+            _ => write!(f, "{}d", s / 86_400),
+        }
     }
 }
 
@@ -209,10 +269,15 @@ mod tests {
         assert_eq!(evaluate_health(&o, &T, at(61)).0, Health::Degraded);
         let (h, reason) = evaluate_health(&o, &T, at(91));
         assert_eq!(h, Health::Unhealthy);
-        assert_eq!(
-            reason,
-            "no heartbeat for 3 intervals (90s without a heartbeat)"
+        let text = "no heartbeat for 3 intervals (90s without a heartbeat)";
+        assert_eq!(reason.to_string(), text);
+        assert!(reason.is(text));
+        assert!(
+            !reason.is("no heartbeat for 3 intervals"),
+            "a prefix is not the reason"
         );
+        assert!(!reason.is(&format!("{text}!")), "nor is a longer text");
+        assert!(!reason.is("no heartbeat for 2 intervals (90s without a heartbeat)"));
         assert_eq!(evaluate_status(&o, &T, at(3599)), Status::Active);
         assert_eq!(evaluate_status(&o, &T, at(3601)), Status::Inactive);
     }
@@ -240,18 +305,20 @@ mod tests {
         ];
         let mut o = observed(Some(0));
         o.checks = &checks;
+        let text = |o: &Observed<'_>| {
+            let (health, reason) = evaluate_health(o, &T, 1000);
+            assert!(reason.is(&reason.to_string()));
+            (health, reason.to_string())
+        };
         assert_eq!(
-            evaluate_health(&o, &T, 1000),
+            text(&o),
             (Health::Unhealthy, "check ldap failing: bind refused".into())
         );
         o.checks = &checks[..1];
-        assert_eq!(
-            evaluate_health(&o, &T, 1000),
-            (Health::Degraded, "check disk: 90% full".into())
-        );
+        assert_eq!(text(&o), (Health::Degraded, "check disk: 90% full".into()));
         o.last_poll_error = Some("connection refused");
         assert_eq!(
-            evaluate_health(&o, &T, 1000),
+            text(&o),
             (
                 Health::Unhealthy,
                 "health endpoint unreachable: connection refused".into()

@@ -512,6 +512,8 @@ fn reevaluate(
     let (health, reason) = health::evaluate_health(&slot.observed(), t, now);
     let status_changed = status != slot.status;
     let health_changed = health != slot.health;
+    // Formatted only when it is news: the usual sweep of an unchanged agent allocates nothing.
+    let reason = (health_changed || !reason.is(&slot.health_reason)).then(|| reason.to_string());
     let mut changed = false;
     if status_changed {
         let why = match status {
@@ -540,13 +542,13 @@ fn reevaluate(
             kind: "health",
             from_value: Some(slot.health.as_str().into()),
             to_value: health.as_str().into(),
-            reason: reason.to_string(),
+            reason: reason.clone().unwrap_or_default(),
         });
         slot.health = health;
         slot.health_since = now;
         changed = true;
     }
-    if *reason != *slot.health_reason {
+    if let Some(reason) = reason.filter(|r| **r != *slot.health_reason) {
         slot.health_reason = texts.intern(&reason);
         changed = true;
     }
