@@ -174,6 +174,9 @@ pub async fn update_live_states(
     Ok(())
 }
 
+/// An event as `insert_events` packs it: agent id, at, kind, from, to, reason.
+type EventRow<'a> = (&'a str, i64, &'a str, Option<&'a str>, &'a str, &'a str);
+
 /// Records many events with one statement, skipping those of agents deleted meanwhile.
 pub async fn insert_events(
     conn: &mut SqliteConnection,
@@ -182,9 +185,19 @@ pub async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let packed: Vec<serde_json::Value> = events
+    // Tuples serialize as JSON arrays, borrowing the texts (no intermediate `Value` per field).
+    let packed: Vec<EventRow<'_>> = events
         .iter()
-        .map(|e| serde_json::json!([e.agent_id, e.at, e.kind, e.from_value, e.to_value, e.reason]))
+        .map(|e| {
+            (
+                e.agent_id.as_str(),
+                e.at,
+                e.kind,
+                e.from_value.as_deref(),
+                e.to_value.as_str(),
+                e.reason.as_str(),
+            )
+        })
         .collect();
     let json = json_param(&packed)?;
     sqlx::query(
