@@ -5,7 +5,7 @@ use hybridsync::cli::{AgentCommand, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    hybridsync::malloc::one_arena();
+    hybridsync::malloc::tune();
     run()
 }
 

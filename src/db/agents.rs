@@ -174,27 +174,41 @@ pub async fn update_live_states(
     Ok(())
 }
 
+/// A status, health or lifecycle change the fleet queues for its next group commit. Compact,
+/// because one sweep can queue one per agent (100,000 when a fleet-wide condition changes): the id
+/// inline and the value names static, so only the reason is allocated.
+#[derive(Debug)]
+pub struct QueuedAgentEvent {
+    pub agent_id: uuid::Uuid,
+    pub at: i64,
+    pub kind: &'static str,
+    pub from_value: Option<&'static str>,
+    pub to_value: &'static str,
+    pub reason: String,
+}
+
 /// An event as `insert_events` packs it: agent id, at, kind, from, to, reason.
-type EventRow<'a> = (&'a str, i64, &'a str, Option<&'a str>, &'a str, &'a str);
+type EventRow<'a> = (uuid::Uuid, i64, &'a str, Option<&'a str>, &'a str, &'a str);
 
 /// Records many events with one statement, skipping those of agents deleted meanwhile.
 pub async fn insert_events(
     conn: &mut SqliteConnection,
-    events: &[NewAgentEvent],
+    events: &[QueuedAgentEvent],
 ) -> sqlx::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    // Tuples serialize as JSON arrays, borrowing the texts (no intermediate `Value` per field).
+    // Tuples serialize as JSON arrays (the id as its hyphenated text, as `agent_id` holds it),
+    // borrowing the texts: no intermediate `Value` per field.
     let packed: Vec<EventRow<'_>> = events
         .iter()
         .map(|e| {
             (
-                e.agent_id.as_str(),
+                e.agent_id,
                 e.at,
                 e.kind,
-                e.from_value.as_deref(),
-                e.to_value.as_str(),
+                e.from_value,
+                e.to_value,
                 e.reason.as_str(),
             )
         })

@@ -232,5 +232,23 @@ mod tests {
             ..by_name
         };
         assert_eq!(fleet.list(&by_health, 10, 0).1, 4);
+        // Degraded before healthy, ties in name order; a page keeps only what it shows.
+        assert_eq!(
+            names(&fleet.list(&by_health, 10, 0).0),
+            vec!["b", "B2", "0-first", "A"]
+        );
+        let (page, total) = fleet.list(&by_health, 2, 1);
+        assert_eq!((names(&page), total), (vec!["B2", "0-first"], 4));
+        let by_health_desc = AgentFilter {
+            descending: true,
+            ..by_health.clone()
+        };
+        assert_eq!(
+            names(&fleet.list(&by_health_desc, 10, 0).0),
+            vec!["A", "0-first", "B2", "b"]
+        );
+        assert_eq!(names(&fleet.list(&by_health_desc, 5, 3).0), vec!["b"]);
+        let (page, total) = fleet.list(&by_health, 0, 0);
+        assert_eq!((page.len(), total), (0, 4));
     }
 }

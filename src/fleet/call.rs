@@ -461,7 +461,7 @@ mod tests {
             .queues
             .events
             .iter()
-            .any(|e| e.agent_id == bad && e.to_value == "certificate refused"));
+            .any(|e| e.agent_id.to_string() == bad && e.to_value == "certificate refused"));
         fleet.flush().await.expect("the events can be written");
         // A heartbeat from a new address does not make the refusal go away.
         let beat = Heartbeat {

@@ -12,7 +12,7 @@
 use super::call::{self, describe_error, innermost};
 use super::{Fleet, Status};
 use crate::db;
-use crate::db::agents::NewAgentEvent;
+use crate::db::agents::QueuedAgentEvent;
 use crate::protocol::AgentHealth;
 use futures::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -112,12 +112,12 @@ impl Fleet {
                 {
                     // Into the timeline even when the agent was unhealthy already for another
                     // reason, so the refusal is on record where administrators look.
-                    inner.queues.events.push(NewAgentEvent {
-                        agent_id: agent_id.to_string(),
+                    inner.queues.events.push(QueuedAgentEvent {
+                        agent_id: agent.id,
                         at: now,
                         kind: "lifecycle",
                         from_value: None,
-                        to_value: "certificate refused".into(),
+                        to_value: "certificate refused",
                         reason: message.clone(),
                     });
                 }
