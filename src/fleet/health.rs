@@ -15,7 +15,6 @@
 
 use crate::protocol::{CheckStatus, HealthCheck};
 use serde::Serialize;
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -207,15 +206,6 @@ pub fn evaluate_health<'a>(o: &Observed<'a>, t: &Thresholds, now: i64) -> (Healt
 pub const ENROLLED: &str = "enrolled; waiting for the first heartbeat";
 /// The reason of a healthy agent.
 pub const HEALTHY: &str = "heartbeats on time; all checks pass";
-
-/// A reason read back from the database: the usual ones as the static text (no copy per agent).
-pub fn static_reason(reason: String) -> Cow<'static, str> {
-    match reason.as_str() {
-        ENROLLED => Cow::Borrowed(ENROLLED),
-        HEALTHY => Cow::Borrowed(HEALTHY),
-        _ => Cow::Owned(reason),
-    }
-}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -145,7 +145,7 @@ pub(super) fn decode(bytes: &[u8], generation: &[u8]) -> Result<Inner, String> {
     let count = r.u32()? as usize;
     // Bounded by what the bytes can hold, so a corrupt count cannot reserve gigabytes.
     inner.slots = Slots::with_capacity(count.min(bytes.len() / 100));
-    let shared = Tables {
+    let tables = Tables {
         texts: &texts,
         checks: &checks,
         domains: &domains,
@@ -155,10 +155,10 @@ pub(super) fn decode(bytes: &[u8], generation: &[u8]) -> Result<Inner, String> {
     let (r, per_version) = std::thread::scope(|scope| {
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Slot>>(4);
         let parser = scope.spawn(move || {
-            let mut per_version = vec![0usize; shared.texts.len()];
+            let mut per_version = vec![0usize; tables.texts.len()];
             let mut batch = Vec::with_capacity(BATCH);
             for _ in 0..count {
-                let (slot, version) = record(&mut r, &shared)?;
+                let (slot, version) = record(&mut r, &tables)?;
                 per_version[version] += 1;
                 batch.push(slot);
                 if batch.len() == BATCH {

@@ -108,27 +108,24 @@ async fn simulated_fleet_shows_up_in_the_api_and_metrics() {
         )),
         "{text}"
     );
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1.0)
-    };
     assert!(
-        value("hybridsync_heartbeats_received_total ") >= 40.0,
+        value(&text, "hybridsync_heartbeats_received_total").is_some_and(|v| v >= 40.0),
         "{text}"
     );
     assert!(
-        value("hybridsync_polls_total{result=\"ok\"} ") >= 1.0,
+        value(&text, "hybridsync_polls_total{result=\"ok\"}").is_some_and(|v| v >= 1.0),
         "{text}"
     );
     assert!(
-        value("hybridsync_poll_duration_seconds_count{result=\"ok\"} ") >= 1.0,
+        value(
+            &text,
+            "hybridsync_poll_duration_seconds_count{result=\"ok\"}"
+        )
+        .is_some_and(|v| v >= 1.0),
         "{text}"
     );
     assert!(
-        value("hybridsync_state_flushed_agents_total ") >= 1.0,
+        value(&text, "hybridsync_state_flushed_agents_total").is_some_and(|v| v >= 1.0),
         "{text}"
     );
 }
@@ -363,6 +360,18 @@ async fn loaded_from(console: &Console, api: &Api, source: &str) -> bool {
     value(&scrape(console, api).await, &series).is_some_and(|s| s >= 0.0)
 }
 
+/// Stops the console with SIGTERM; the clean shutdown must write a snapshot that counts.
+async fn stop_cleanly(console: Console) -> tempfile::TempDir {
+    let (status, dir) = console.stop();
+    assert!(status.success());
+    assert_eq!(
+        snapshot_rows(dir.path()).await,
+        1,
+        "clean shutdown writes a snapshot"
+    );
+    dir
+}
+
 async fn snapshot_rows(dir: &std::path::Path) -> i64 {
     let pool = hybridsync::db::open(dir).await.unwrap();
     let n = sqlx::query_scalar("SELECT count(*) FROM fleet_snapshot")
@@ -400,13 +409,7 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         "a first start reads the table"
     );
     let (_, before) = api.get("/agents?status=all&limit=100").await;
-    let (status, dir) = console.stop();
-    assert!(status.success());
-    assert_eq!(
-        snapshot_rows(dir.path()).await,
-        1,
-        "clean shutdown writes a snapshot"
-    );
+    let dir = stop_cleanly(console).await;
 
     let (console, api) = reopen(dir, &api);
     assert!(
@@ -440,9 +443,7 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         200,
         "heartbeat after a restart from the snapshot"
     );
-    let (status, dir) = console.stop();
-    assert!(status.success());
-    assert_eq!(snapshot_rows(dir.path()).await, 1);
+    let dir = stop_cleanly(console).await;
 
     // Any change to the agent table while the console is down makes the snapshot stale.
     let renamed = before["items"][0]["id"].as_str().unwrap().to_string();
