@@ -308,9 +308,9 @@ pub async fn for_each(
 }
 
 /// The columns a plain heartbeat changes.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct HeartbeatStamp {
-    pub agent_id: String,
+    pub agent_id: uuid::Uuid,
     pub last_heartbeat_at: Option<i64>,
     pub last_contact_at: i64,
     pub uptime_seconds: Option<i64>,
@@ -327,13 +327,14 @@ pub async fn update_heartbeats(
     if stamps.is_empty() {
         return Ok(());
     }
-    /// (id, last heartbeat, last contact, uptime, last poll), positionally as the SQL reads it.
-    type StampRow<'a> = (&'a str, Option<i64>, i64, Option<i64>, Option<i64>);
-    let rows: Vec<StampRow<'_>> = stamps
+    /// (id, last heartbeat, last contact, uptime, last poll), positionally as the SQL reads it. The
+    /// id serializes as its hyphenated text, as `agent_id` holds it.
+    type StampRow = (uuid::Uuid, Option<i64>, i64, Option<i64>, Option<i64>);
+    let rows: Vec<StampRow> = stamps
         .iter()
         .map(|s| {
             (
-                s.agent_id.as_str(),
+                s.agent_id,
                 s.last_heartbeat_at,
                 s.last_contact_at,
                 s.uptime_seconds,

@@ -1394,7 +1394,7 @@ impl Fleet {
                     continue; // its whole row is written below
                 }
                 beats.push(db::agents::HeartbeatStamp {
-                    agent_id: slot.id.to_string(),
+                    agent_id: slot.id,
                     last_heartbeat_at: slot.last_heartbeat_at.get(),
                     last_contact_at: slot.last_contact_at,
                     uptime_seconds: slot.uptime_seconds.get(),
@@ -1446,8 +1446,8 @@ impl Fleet {
                     queues.mark_dirty(idx, slot);
                 }
             }
-            for id in beats.iter().map(|b| b.agent_id.as_str()) {
-                if let Some(idx) = slots.find_str(id) {
+            for id in beats.iter().map(|b| &b.agent_id) {
+                if let Some(idx) = slots.find(id) {
                     if let Some(slot) = slots.get_mut(idx) {
                         queues.mark_beating(idx, slot);
                     }
@@ -1464,6 +1464,13 @@ impl Fleet {
             .flushed_agents
             .fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
         self.metrics.flush_duration.observe(started.elapsed());
+        tracing::debug!(
+            rows = rows.len(),
+            stamps = beats.len(),
+            events = events.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "agent state flushed"
+        );
         Ok(written)
     }
 
