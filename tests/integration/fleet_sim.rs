@@ -416,6 +416,14 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         loaded_from(&console, &api, "snapshot").await,
         "the restart reads the snapshot"
     );
+    // The 30 agents are still active and have addresses, but the first poll round waits one
+    // interval (60 s here): a restart does not call the whole fleet at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = scrape(&console, &api).await;
+    for result in ["ok", "failed"] {
+        let series = format!("hybridsync_polls_total{{result=\"{result}\"}}");
+        assert_eq!(value(&metrics, &series), Some(0.0), "{series}");
+    }
     let (_, after) = api.get("/agents?status=all&limit=100").await;
     assert_eq!(after["total"], 30);
     assert_eq!(lasting(&after), lasting(&before));
