@@ -207,7 +207,7 @@ pub const ENROLLED: &str = "enrolled; waiting for the first heartbeat";
 /// The reason of a healthy agent.
 pub const HEALTHY: &str = "heartbeats on time; all checks pass";
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

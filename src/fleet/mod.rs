@@ -578,6 +578,9 @@ pub struct Fleet {
     config: FleetConfig,
     http: reqwest::Client,
     pub metrics: metrics::FleetMetrics,
+    /// When this console started listening for agents (Unix ms): silence from before it is not
+    /// held against an agent until the agent has had `unhealthy_after` to check in (see [`Fleet::sweep`]).
+    listening_since: i64,
 }
 
 impl Fleet {
@@ -622,6 +625,7 @@ impl Fleet {
             key,
             config,
             http,
+            listening_since: db::now_ms(),
         })
     }
 
@@ -1327,12 +1331,26 @@ impl Fleet {
     }
 
     /// Re-evaluates every agent against the clock (heartbeats that stopped, agents gone quiet).
+    ///
+    /// While the console was stopped no agent could reach it, so that silence says nothing about the
+    /// agents. An agent last heard from before this start keeps the state it had until it has had
+    /// `unhealthy_after` to check in, the time any agent gets between heartbeats; only then is its
+    /// silence judged, counted from its last real contact. Without this a restart after a downtime
+    /// longer than that turned every agent unhealthy (and inactive), then healthy again at its next
+    /// heartbeat: two false transitions per agent, 400,000 events at 100,000 agents.
     pub async fn sweep(&self) {
         /// Agents evaluated per hold of the lock, so heartbeats and pages wait at most one chunk
         /// (well under a millisecond). Between chunks the task yields, so requests queued on this
         /// worker thread run instead of waiting for the whole sweep.
         const CHUNK: usize = 1024;
         let now = db::now_ms();
+        let judged_since = if now - self.listening_since
+            < health::millis(self.config.thresholds.unhealthy_after)
+        {
+            self.listening_since
+        } else {
+            i64::MIN
+        };
         let mut start = 0;
         loop {
             self.refresh_name_order();
@@ -1350,7 +1368,10 @@ impl Fleet {
                 }
                 let end = (start + CHUNK).min(by_name.len());
                 for entry in &mut by_name[start.min(end)..end] {
-                    let Some(slot) = slots.get_mut(entry.idx) else {
+                    let Some(slot) = slots
+                        .get_mut(entry.idx)
+                        .filter(|s| s.last_contact_at >= judged_since)
+                    else {
                         continue;
                     };
                     if reevaluate(

@@ -343,9 +343,9 @@ fn lasting(list: &serde_json::Value) -> Vec<String> {
     agents
 }
 
-/// Starts the console again on `dir`, with `api` pointed at it.
-fn reopen(dir: tempfile::TempDir, api: &Api) -> (Console, Api) {
-    let console = Console::start_in(dir, &[]);
+/// Starts the console again on `dir` with `extra` flags, with `api` pointed at it.
+fn reopen(dir: tempfile::TempDir, api: &Api, extra: &[&str]) -> (Console, Api) {
+    let console = Console::start_in(dir, extra);
     let api = Api {
         base: format!("{}/api/v1", console.url),
         http: api.http.clone(),
@@ -411,7 +411,7 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
     let (_, before) = api.get("/agents?status=all&limit=100").await;
     let dir = stop_cleanly(console).await;
 
-    let (console, api) = reopen(dir, &api);
+    let (console, api) = reopen(dir, &api, &[]);
     assert!(
         loaded_from(&console, &api, "snapshot").await,
         "the restart reads the snapshot"
@@ -428,29 +428,8 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
     assert_eq!(after["total"], 30);
     assert_eq!(lasting(&after), lasting(&before));
     // The agents still authenticate: their credentials came back with the snapshot.
-    let (credential, name) = std::fs::read_to_string(&credentials)
-        .unwrap()
-        .lines()
-        .next()
-        .and_then(|l| l.split_once('\t'))
-        .map(|(c, n)| (c.to_string(), n.to_string()))
-        .expect("a credential");
-    let r = api
-        .http
-        .post(format!("{}/agent-api/v1/heartbeat", console.url))
-        .bearer_auth(&credential)
-        .json(
-            &serde_json::json!({"version": "0.1.0", "machine_name": name, "uptime_seconds": 7,
-            "heartbeat_interval_seconds": 30, "checks": []}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "heartbeat after a restart from the snapshot"
-    );
+    let (credential, name) = &simulated_credentials(&credentials)[0];
+    heartbeat(&api.http, &console.url, credential, name).await;
     let dir = stop_cleanly(console).await;
 
     // Any change to the agent table while the console is down makes the snapshot stale.
@@ -467,11 +446,124 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         0,
         "the change dropped the snapshot"
     );
-    let (console, api) = reopen(dir, &api);
+    let (console, api) = reopen(dir, &api, &[]);
     assert!(
         loaded_from(&console, &api, "table").await,
         "a stale snapshot is not read"
     );
     let agent = api.agent(&renamed).await.unwrap();
     assert_eq!(agent["machine_name"], "renamed-offline");
+}
+
+/// The simulated agents' `(credential, machine name)` pairs, as `--credentials-out` wrote them.
+fn simulated_credentials(file: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(c, n)| (c.to_string(), n.to_string()))
+        .collect()
+}
+
+/// One heartbeat as a real agent sends it, with a 1 s interval.
+async fn heartbeat(http: &reqwest::Client, console_url: &str, credential: &str, name: &str) {
+    let r = http
+        .post(format!("{console_url}/agent-api/v1/heartbeat"))
+        .bearer_auth(credential)
+        .json(
+            &serde_json::json!({"version": "0.1.0", "machine_name": name, "uptime_seconds": 7,
+            "heartbeat_interval_seconds": 1, "checks": []}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "heartbeat of {name}");
+}
+
+/// The agent called `name` in a list from the API.
+fn named<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["machine_name"] == name)
+        .unwrap_or_else(|| panic!("{name} is listed"))
+}
+
+#[tokio::test]
+async fn after_a_downtime_an_agent_is_judged_silent_only_once_it_had_time_to_check_in() {
+    // Heartbeats every second: unhealthy after 5 s of silence, inactive after 7 s.
+    const THRESHOLDS: &[&str] = &["--unhealthy-after", "5s", "--inactive-after", "7s"];
+    let console = Console::start(THRESHOLDS);
+    let api = Api::new(&console, ADMIN);
+    let token = console.enrollment_token(2);
+    let credentials = console.data_dir().join("simulated-credentials");
+    let sim = Killed(simulate(
+        &console,
+        &token,
+        2,
+        &["--credentials-out", credentials.to_str().unwrap()],
+    ));
+    wait_for("2 healthy agents", Duration::from_secs(30), || async {
+        let (_, all) = api.get("/agents?health=healthy&limit=10").await;
+        (all["total"] == 2).then_some(())
+    })
+    .await;
+    let (_, before) = api.get("/agents?status=all&limit=10").await;
+    // The console stops while both agents still heartbeat, then stays down longer than both
+    // thresholds; only `alive` comes back.
+    let dir = stop_cleanly(console).await;
+    drop(sim);
+    let agents = simulated_credentials(&credentials);
+    let [(alive_credential, alive), (_, silent)] = &agents[..] else {
+        panic!("two simulated agents: {agents:?}")
+    };
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let (console, api) = reopen(dir, &api, THRESHOLDS);
+    let beating = {
+        let (url, http) = (console.url.clone(), api.http.clone());
+        let (credential, name) = (alive_credential.clone(), alive.clone());
+        tokio::spawn(async move {
+            loop {
+                heartbeat(&http, &url, &credential, &name).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    // Sweeps run every second from the start; the last heartbeats were 8 s before it. Neither
+    // agent is judged on the console's own downtime: both keep the state they had.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, early) = api.get("/agents?status=all&limit=10").await;
+    for name in [alive, silent] {
+        for field in ["health", "health_since", "status", "status_since"] {
+            assert_eq!(
+                named(&early, name)[field],
+                named(&before, name)[field],
+                "{name}'s {field} 1.5 s after the restart"
+            );
+        }
+    }
+
+    // Once it had 5 s to check in, the silent agent is judged on its last real contact.
+    let judged = wait_for(
+        "the silent agent judged",
+        Duration::from_secs(30),
+        || async {
+            let (_, all) = api.get("/agents?status=all&limit=10").await;
+            let agent = named(&all, silent);
+            (agent["health"] == "unhealthy" && agent["status"] == "inactive").then(|| all.clone())
+        },
+    )
+    .await;
+    let reason = named(&judged, silent)["health_reason"].as_str().unwrap();
+    assert!(reason.starts_with("no heartbeat for"), "{reason}");
+    for field in ["health", "health_since", "status", "status_since"] {
+        assert_eq!(
+            named(&judged, alive)[field],
+            named(&before, alive)[field],
+            "the agent that checked in keeps its {field}"
+        );
+    }
+    beating.abort();
 }
