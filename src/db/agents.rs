@@ -130,43 +130,67 @@ pub async fn update_live_states(
     if rows.is_empty() {
         return Ok(());
     }
-    let packed: Vec<serde_json::Value> = rows
+    /// One row as the statement reads it, positionally; serializes as a JSON array borrowing
+    /// the row's texts (no `Value` tree per row).
+    #[derive(serde::Serialize)]
+    struct Packed<'a>(
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        Option<i64>,
+        i64,
+        i64,
+        Option<i64>,
+        &'a str,
+        i64,
+        &'a str,
+        &'a str,
+        i64,
+        &'a str,
+        Option<i64>,
+        Option<&'a str>,
+        &'a str,
+    );
+    let packed: Vec<Packed<'_>> = rows
         .iter()
         .map(|r| {
-            serde_json::json!([
-                r.agent_id,
-                r.machine_name,
-                r.external_ip,
-                r.listen_addr,
-                r.version,
+            Packed(
+                &r.agent_id,
+                &r.machine_name,
+                &r.external_ip,
+                r.listen_addr.as_deref(),
+                &r.version,
                 r.last_heartbeat_at,
                 r.last_contact_at,
                 r.heartbeat_interval_seconds,
                 r.uptime_seconds,
-                r.status,
+                &r.status,
                 r.status_since,
-                r.health,
-                r.health_reason,
+                &r.health,
+                &r.health_reason,
                 r.health_since,
-                r.checks_json,
+                &r.checks_json,
                 r.last_poll_at,
-                r.last_poll_error,
-                r.domains_json
-            ])
+                r.last_poll_error.as_deref(),
+                &r.domains_json,
+            )
         })
         .collect();
     let json = json_param(&packed)?;
     sqlx::query(
-        "UPDATE agent SET machine_name = v.c1, external_ip = v.c2, listen_addr = v.c3, version = v.c4, \
-           last_heartbeat_at = v.c5, last_contact_at = v.c6, heartbeat_interval_seconds = v.c7, \
-           uptime_seconds = v.c8, status = v.c9, status_since = v.c10, health = v.c11, health_reason = v.c12, \
-           health_since = v.c13, checks_json = v.c14, last_poll_at = v.c15, last_poll_error = v.c16, domains_json = v.c17 \
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS c1, value ->> 2 AS c2, value ->> 3 AS c3, \
-                 value ->> 4 AS c4, value ->> 5 AS c5, value ->> 6 AS c6, value ->> 7 AS c7, value ->> 8 AS c8, \
-                 value ->> 9 AS c9, value ->> 10 AS c10, value ->> 11 AS c11, value ->> 12 AS c12, \
-                 value ->> 13 AS c13, value ->> 14 AS c14, value ->> 15 AS c15, value ->> 16 AS c16, value ->> 17 AS c17 \
-               FROM json_each(?)) AS v \
-         WHERE agent.agent_id = v.id",
+        // Each row becomes binary JSON once (the MATERIALIZED table); reading 18 fields from the
+        // text would parse the row 18 times. A third less time for 100,000 rows; the 5 short
+        // fields of `update_heartbeats` are faster read from the text.
+        "WITH v AS MATERIALIZED (SELECT jsonb(value) AS r FROM json_each(?)) \
+         UPDATE agent SET machine_name = v.r ->> 1, external_ip = v.r ->> 2, listen_addr = v.r ->> 3, \
+           version = v.r ->> 4, last_heartbeat_at = v.r ->> 5, last_contact_at = v.r ->> 6, \
+           heartbeat_interval_seconds = v.r ->> 7, uptime_seconds = v.r ->> 8, status = v.r ->> 9, \
+           status_since = v.r ->> 10, health = v.r ->> 11, health_reason = v.r ->> 12, \
+           health_since = v.r ->> 13, checks_json = v.r ->> 14, last_poll_at = v.r ->> 15, \
+           last_poll_error = v.r ->> 16, domains_json = v.r ->> 17 \
+         FROM v WHERE agent.agent_id = v.r ->> 0",
     )
     .bind(json)
     .execute(conn)
@@ -174,44 +198,36 @@ pub async fn update_live_states(
     Ok(())
 }
 
-/// A status, health or lifecycle change the fleet queues for its next group commit. Compact,
-/// because one sweep can queue one per agent (100,000 when a fleet-wide condition changes): the id
-/// inline and the value names static, so only the reason is allocated.
-#[derive(Debug)]
-pub struct QueuedAgentEvent {
+/// A status, health or lifecycle change to record, borrowed from the queue the fleet keeps it in.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentEventRef<'a> {
     pub agent_id: uuid::Uuid,
     pub at: i64,
-    pub kind: &'static str,
-    pub from_value: Option<&'static str>,
-    pub to_value: &'static str,
-    pub reason: String,
+    pub kind: &'a str,
+    pub from_value: Option<&'a str>,
+    pub to_value: &'a str,
+    pub reason: &'a str,
 }
 
 /// An event as `insert_events` packs it: agent id, at, kind, from, to, reason.
 type EventRow<'a> = (uuid::Uuid, i64, &'a str, Option<&'a str>, &'a str, &'a str);
 
 /// Records many events with one statement, skipping those of agents deleted meanwhile.
+///
+/// Callers with many events pass them ordered by agent id: each one goes into the
+/// `(agent_id, at)` index, and in that order a batch walks the index once instead of touching a
+/// random page per event (200,000 events into a 1.8 million row table: 2.5 s instead of 5.4 s).
 pub async fn insert_events(
     conn: &mut SqliteConnection,
-    events: &[QueuedAgentEvent],
+    events: impl ExactSizeIterator<Item = AgentEventRef<'_>>,
 ) -> sqlx::Result<()> {
-    if events.is_empty() {
+    if events.len() == 0 {
         return Ok(());
     }
     // Tuples serialize as JSON arrays (the id as its hyphenated text, as `agent_id` holds it),
     // borrowing the texts: no intermediate `Value` per field.
     let packed: Vec<EventRow<'_>> = events
-        .iter()
-        .map(|e| {
-            (
-                e.agent_id,
-                e.at,
-                e.kind,
-                e.from_value,
-                e.to_value,
-                e.reason.as_str(),
-            )
-        })
+        .map(|e| (e.agent_id, e.at, e.kind, e.from_value, e.to_value, e.reason))
         .collect();
     let json = json_param(&packed)?;
     sqlx::query(

@@ -107,7 +107,7 @@ mod tests {
     use crate::auth::tokens::ConsoleKey;
     use crate::fleet::health::Thresholds;
     use crate::fleet::{AgentFilter, FleetConfig, SortKey, StatusFilter};
-    use crate::protocol::{Environment, Extension, Heartbeat};
+    use crate::protocol::{CheckStatus, Environment, Extension, HealthCheck, Heartbeat};
     use std::time::Duration;
 
     async fn fleet(dir: &std::path::Path) -> Fleet {
@@ -250,5 +250,69 @@ mod tests {
         assert_eq!(names(&fleet.list(&by_health_desc, 5, 3).0), vec!["b"]);
         let (page, total) = fleet.list(&by_health, 0, 0);
         assert_eq!((page.len(), total), (0, 4));
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_each_agents_events_in_the_order_they_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = fleet(dir.path()).await;
+        let token =
+            crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), 20)
+                .await
+                .unwrap();
+        let names: Vec<String> = (0..20).map(|i| format!("agent-{i:02}")).collect();
+        let enrolled = fleet
+            .enroll_batch(
+                BatchEnrollRequest {
+                    enrollment_token: token.token.clone(),
+                    machine_names: names.clone(),
+                    extension: Extension::CloudSync,
+                    environment: Environment::Public,
+                    version: "1".into(),
+                    tls_cert_sha256: None,
+                },
+                "127.0.0.1".into(),
+            )
+            .await
+            .unwrap();
+        let beat = |name: &str, check: CheckStatus| Heartbeat {
+            version: "1".into(),
+            machine_name: name.into(),
+            uptime_seconds: 1,
+            heartbeat_interval_seconds: 30,
+            listen_addr: None,
+            checks: vec![HealthCheck {
+                name: "disk".into(),
+                status: check,
+                message: "m".into(),
+            }],
+            domains: vec![],
+        };
+        // Interleaved across agents (whose ids are random, so the queue is not in id order):
+        // each goes degraded -> unhealthy -> healthy before the flush.
+        for check in [CheckStatus::Fail, CheckStatus::Pass] {
+            for (agent, name) in enrolled.agents.iter().zip(&names) {
+                fleet
+                    .heartbeat(&agent.agent_id, beat(name, check), "127.0.0.1".into())
+                    .unwrap();
+            }
+        }
+        fleet.flush().await.unwrap();
+        for agent in &enrolled.agents {
+            let timeline: Vec<(String, String)> =
+                db::agents::list_events(&fleet.db, &agent.agent_id, 10)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.kind == "health")
+                    .map(|e| (e.from_value.unwrap_or_default(), e.to_value))
+                    .collect();
+            let pair = |from: &str, to: &str| (from.to_string(), to.to_string());
+            assert_eq!(
+                timeline,
+                vec![pair("unhealthy", "healthy"), pair("degraded", "unhealthy")],
+                "newest first"
+            );
+        }
     }
 }

@@ -456,12 +456,15 @@ mod tests {
         let agent = fleet.get(&bad).unwrap();
         assert_eq!(agent.health, crate::fleet::health::Health::Unhealthy);
         assert!(agent.health_reason.contains(PIN_MISMATCH));
-        assert!(fleet
-            .read()
-            .queues
-            .events
-            .iter()
-            .any(|e| e.agent_id.to_string() == bad && e.to_value == "certificate refused"));
+        assert!(
+            fleet
+                .read()
+                .queues
+                .events
+                .iter()
+                .any(|e| e.agent_id.to_string() == bad
+                    && e.as_row().to_value == "certificate refused")
+        );
         fleet.flush().await.expect("the events can be written");
         // A heartbeat from a new address does not make the refusal go away.
         let beat = Heartbeat {

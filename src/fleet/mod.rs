@@ -16,7 +16,7 @@ mod snapshot;
 mod store;
 
 use crate::auth::tokens::{self, ConsoleKey};
-use crate::db::agents::{AgentRow, NewAgentEvent, QueuedAgentEvent};
+use crate::db::agents::{AgentEventRef, AgentRow, NewAgentEvent};
 use crate::db::{self, audit::NewAuditEntry};
 use crate::protocol::{
     EnrollRequest, EnrollResponse, Environment, Extension, HealthCheck, Heartbeat,
@@ -381,6 +381,51 @@ impl NameEntry {
     }
 }
 
+/// A status, health or lifecycle change waiting for the next group commit. 40 bytes with the
+/// reason shared (interned), because one sweep can queue one per agent: 200,000 when a fleet-wide
+/// condition changes both status and health.
+#[derive(Debug)]
+struct QueuedEvent {
+    agent_id: uuid::Uuid,
+    at: i64,
+    reason: store::Shared<String>,
+    change: Change,
+}
+
+const _: () = assert!(std::mem::size_of::<QueuedEvent>() == 40);
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Status {
+        from: Status,
+        to: Status,
+    },
+    Health {
+        from: Health,
+        to: Health,
+    },
+    /// The agent's API presented another certificate than the one pinned at enrollment.
+    CertificateRefused,
+}
+
+impl QueuedEvent {
+    fn as_row(&self) -> AgentEventRef<'_> {
+        let (kind, from_value, to_value) = match self.change {
+            Change::Status { from, to } => ("status", Some(from.as_str()), to.as_str()),
+            Change::Health { from, to } => ("health", Some(from.as_str()), to.as_str()),
+            Change::CertificateRefused => ("lifecycle", None, "certificate refused"),
+        };
+        AgentEventRef {
+            agent_id: self.agent_id,
+            at: self.at,
+            kind,
+            from_value,
+            to_value,
+            reason: &self.reason,
+        }
+    }
+}
+
 /// The write queues: places of agents to write at the next flush. Each agent is queued once (its
 /// `dirty` / `beating` flag says whether it is); a place freed and reused meanwhile is skipped by
 /// the flag, as a new agent is written when it enrolls.
@@ -390,7 +435,7 @@ struct Queues {
     dirty: Vec<Idx>,
     /// Agents that only heartbeated: written as timestamps, many rows per statement.
     beating: Vec<Idx>,
-    events: Vec<QueuedAgentEvent>,
+    events: Vec<QueuedEvent>,
 }
 
 impl Queues {
@@ -514,43 +559,47 @@ fn reevaluate(
     let status_changed = status != slot.status;
     let health_changed = health != slot.health;
     // Formatted only when it is news: the usual sweep of an unchanged agent allocates nothing.
-    let reason = (health_changed || !reason.is(&slot.health_reason)).then(|| reason.to_string());
+    // Interned, so the agent and its event share it with every agent in the same state.
+    let reason = (health_changed || !reason.is(&slot.health_reason))
+        .then(|| texts.intern(&reason.to_string()));
     let mut changed = false;
     if status_changed {
         let why = match status {
-            Status::Active => contact_reason.unwrap_or("contact resumed").to_string(),
-            Status::Inactive => format!(
+            Status::Active => texts.intern(contact_reason.unwrap_or("contact resumed")),
+            Status::Inactive => texts.intern(&format!(
                 "no contact for {}",
                 health::human(now - slot.last_contact_at)
-            ),
+            )),
         };
-        queues.events.push(QueuedAgentEvent {
+        queues.events.push(QueuedEvent {
             agent_id: slot.id,
             at: now,
-            kind: "status",
-            from_value: Some(slot.status.as_str()),
-            to_value: status.as_str(),
             reason: why,
+            change: Change::Status {
+                from: slot.status,
+                to: status,
+            },
         });
         slot.status = status;
         slot.status_since = now;
         changed = true;
     }
     if health_changed {
-        queues.events.push(QueuedAgentEvent {
+        queues.events.push(QueuedEvent {
             agent_id: slot.id,
             at: now,
-            kind: "health",
-            from_value: Some(slot.health.as_str()),
-            to_value: health.as_str(),
-            reason: reason.clone().unwrap_or_default(),
+            reason: reason.clone().unwrap_or_else(|| slot.health_reason.clone()),
+            change: Change::Health {
+                from: slot.health,
+                to: health,
+            },
         });
         slot.health = health;
         slot.health_since = now;
         changed = true;
     }
     if let Some(reason) = reason.filter(|r| **r != *slot.health_reason) {
-        slot.health_reason = texts.intern(&reason);
+        slot.health_reason = reason;
         changed = true;
     }
     if changed {
@@ -644,17 +693,18 @@ impl Fleet {
             );
             return Ok(None);
         }
-        let bytes = match std::fs::read(file) {
-            Ok(bytes) => bytes,
+        let opened = std::fs::File::open(file).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, source) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "cannot read the fleet snapshot; reading the agent table instead");
                 return Ok(None);
             }
         };
-        match snapshot::decode(&bytes, &generation) {
+        match snapshot::decode(source, len, &generation) {
             Ok(inner) => Ok(Some(inner)),
             Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "the fleet snapshot does not match the database; reading the agent table instead");
+                tracing::warn!(file = %file.display(), error = %e, "the fleet snapshot cannot be used; reading the agent table instead");
                 Ok(None)
             }
         }
@@ -1432,6 +1482,10 @@ impl Fleet {
             }
             (rows, beats, std::mem::take(&mut queues.events))
         };
+        // In agent id order, the order of the events' index (see `insert_events`). Stable, so
+        // each agent's events keep the order they happened in.
+        let mut events = events;
+        events.sort_by_key(|e| e.agent_id);
         let written = rows.len() + beats.len();
         let started = std::time::Instant::now();
         let result = async {
@@ -1454,7 +1508,7 @@ impl Fleet {
                 db::agents::update_heartbeats(&mut tx, chunk).await?;
             }
             for chunk in events.chunks(5_000) {
-                db::agents::insert_events(&mut tx, chunk).await?;
+                db::agents::insert_events(&mut tx, chunk.iter().map(QueuedEvent::as_row)).await?;
             }
             tx.commit().await
         }

@@ -10,9 +10,8 @@
 //! in memory between rounds.
 
 use super::call::{self, describe_error, innermost};
-use super::{Fleet, Status};
+use super::{Change, Fleet, QueuedEvent, Status};
 use crate::db;
-use crate::db::agents::QueuedAgentEvent;
 use crate::protocol::AgentHealth;
 use futures::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -112,13 +111,11 @@ impl Fleet {
                 {
                     // Into the timeline even when the agent was unhealthy already for another
                     // reason, so the refusal is on record where administrators look.
-                    inner.queues.events.push(QueuedAgentEvent {
+                    inner.queues.events.push(QueuedEvent {
                         agent_id: agent.id,
                         at: now,
-                        kind: "lifecycle",
-                        from_value: None,
-                        to_value: "certificate refused",
-                        reason: message.clone(),
+                        reason: inner.pools.texts.intern(&message),
+                        change: Change::CertificateRefused,
                     });
                 }
                 changed |= agent.last_poll_error.as_deref() != Some(message.as_str());
