@@ -50,6 +50,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 5m, 1h, 10d)"))
 }
 
+/// A retention period: a duration of at least an hour (shorter would empty timelines as they fill).
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?} is too short: keep events at least 1h (the default is 30d)"
+        ));
+    }
+    Ok(d)
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -73,6 +84,10 @@ pub struct ServeArgs {
     /// Inactive agents leave the default Agents list after this long (a filter still shows them).
     #[arg(long, default_value = "10d", value_parser = parse_duration)]
     pub hide_inactive_after: Duration,
+    /// Agents' timeline events (status, health and lifecycle changes) are kept this long, at
+    /// least an hour; older ones are deleted once an hour.
+    #[arg(long, default_value = "30d", value_parser = parse_retention)]
+    pub event_retention: Duration,
     /// How often the console polls each active agent's health endpoint.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub poll_interval: Duration,

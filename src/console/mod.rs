@@ -36,6 +36,7 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
             inactive_after: args.inactive_after,
         },
         hide_inactive_after: args.hide_inactive_after,
+        event_retention: args.event_retention,
         poll_interval: args.poll_interval,
         poll_timeout: args.poll_timeout,
         poll_concurrency: args.poll_concurrency,

@@ -391,6 +391,41 @@ pub async fn insert_event(conn: &mut SqliteConnection, event: &NewAgentEvent) ->
     Ok(())
 }
 
+/// The id from which events are kept: the first one recorded at or after `before` (Unix ms), or
+/// one past the last when all are older.
+///
+/// Events are appended in time order (ids grow with `at`, give or take the second a group commit
+/// holds them), so the old ones are a prefix of the table in id order: this walks that prefix once
+/// instead of needing an index on `at` that every insert would pay for.
+pub async fn first_kept_event_id(pool: &SqlitePool, before: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce( \
+           (SELECT agent_event_id FROM agent_event WHERE at >= ? ORDER BY agent_event_id LIMIT 1), \
+           (SELECT max(agent_event_id) + 1 FROM agent_event), 0)",
+    )
+    .bind(before)
+    .fetch_one(pool)
+    .await
+}
+
+/// Deletes up to `limit` of the oldest events with an id below `first_kept`; returns how many.
+pub async fn delete_events_before(
+    pool: &SqlitePool,
+    first_kept: i64,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM agent_event WHERE agent_event_id IN \
+           (SELECT agent_event_id FROM agent_event WHERE agent_event_id < ? \
+            ORDER BY agent_event_id LIMIT ?)",
+    )
+    .bind(first_kept)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Newest first.
 pub async fn list_events(
     pool: &SqlitePool,

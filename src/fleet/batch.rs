@@ -119,6 +119,7 @@ mod tests {
                 inactive_after: Duration::from_secs(3600),
             },
             hide_inactive_after: Duration::from_secs(864_000),
+            event_retention: Duration::from_secs(30 * 86_400),
             poll_interval: Duration::from_secs(60),
             poll_timeout: Duration::from_secs(1),
             poll_concurrency: 4,
@@ -314,5 +315,90 @@ mod tests {
                 "newest first"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_the_events_older_than_the_retention_a_chunk_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = fleet(dir.path()).await;
+        let token =
+            crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), 2)
+                .await
+                .unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let enrolled = fleet
+            .enroll_batch(
+                BatchEnrollRequest {
+                    enrollment_token: token.token.clone(),
+                    machine_names: names.clone(),
+                    extension: Extension::CloudSync,
+                    environment: Environment::Public,
+                    version: "1".into(),
+                    tls_cert_sha256: None,
+                },
+                "127.0.0.1".into(),
+            )
+            .await
+            .unwrap();
+        // The two enrollment events and 12,000 more (over two chunks) were recorded 31 days ago.
+        let old = db::now_ms() - 31 * 86_400_000;
+        sqlx::query("UPDATE agent_event SET at = ?")
+            .bind(old)
+            .execute(&fleet.db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
+             INSERT INTO agent_event (agent_id, at, kind, from_value, to_value, reason) \
+             SELECT ?, ?, 'status', 'active', 'inactive', 'old' FROM n",
+        )
+        .bind(&enrolled.agents[0].agent_id)
+        .bind(old)
+        .execute(&fleet.db)
+        .await
+        .unwrap();
+        // Today each agent turns healthy with its first heartbeat.
+        for (agent, name) in enrolled.agents.iter().zip(&names) {
+            let beat = Heartbeat {
+                version: "1".into(),
+                machine_name: name.clone(),
+                uptime_seconds: 1,
+                heartbeat_interval_seconds: 30,
+                listen_addr: None,
+                checks: vec![],
+                domains: vec![],
+            };
+            fleet
+                .heartbeat(&agent.agent_id, beat, "127.0.0.1".into())
+                .unwrap();
+        }
+        fleet.flush().await.unwrap();
+        let kinds = || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT kind || ':' || to_value FROM agent_event ORDER BY agent_event_id",
+            )
+            .fetch_all(&fleet.db)
+            .await
+            .unwrap()
+        };
+        assert_eq!(kinds().await.len(), 12_004);
+
+        assert_eq!(fleet.prune_events().await.unwrap(), 12_002);
+        assert_eq!(kinds().await, ["health:healthy", "health:healthy"]);
+        assert_eq!(
+            fleet.prune_events().await.unwrap(),
+            0,
+            "nothing left to delete"
+        );
+
+        // When every event is older than the retention, all go.
+        sqlx::query("UPDATE agent_event SET at = ?")
+            .bind(old)
+            .execute(&fleet.db)
+            .await
+            .unwrap();
+        assert_eq!(fleet.prune_events().await.unwrap(), 2);
+        assert!(kinds().await.is_empty());
+        assert_eq!(fleet.prune_events().await.unwrap(), 0, "an empty table");
     }
 }

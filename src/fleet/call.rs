@@ -375,6 +375,7 @@ mod tests {
                 inactive_after: Duration::from_secs(3600),
             },
             hide_inactive_after: Duration::from_secs(864_000),
+            event_retention: Duration::from_secs(30 * 86_400),
             poll_interval: Duration::from_secs(60),
             poll_timeout: Duration::from_secs(5),
             poll_concurrency: 4,

@@ -40,6 +40,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 const ROWS_PER_STATEMENT: usize = 2_000;
 /// How often free memory inside the heap goes back to the system (see `crate::malloc`).
 const TRIM_INTERVAL: Duration = Duration::from_secs(30);
+/// How often timeline events older than the retention are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Events deleted per statement when pruning, so a backlog never holds the writer for long.
+const PRUNE_CHUNK: i64 = 5_000;
 /// How often every agent's status and health are re-evaluated.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -49,6 +53,8 @@ pub struct FleetConfig {
     pub environment: Environment,
     pub thresholds: Thresholds,
     pub hide_inactive_after: Duration,
+    /// How long agents' timeline events are kept (see [`Fleet::prune_events`]).
+    pub event_retention: Duration,
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub poll_concurrency: usize,
@@ -1549,6 +1555,21 @@ impl Fleet {
         Ok(written)
     }
 
+    /// Deletes timeline events older than the retention, a chunk per transaction so heartbeats'
+    /// group commits go on in between. Returns how many.
+    pub async fn prune_events(&self) -> anyhow::Result<u64> {
+        let before = db::now_ms().saturating_sub(health::millis(self.config.event_retention));
+        let first_kept = db::agents::first_kept_event_id(&self.db, before).await?;
+        let mut deleted = 0;
+        loop {
+            let n = db::agents::delete_events_before(&self.db, first_kept, PRUNE_CHUNK).await?;
+            deleted += n;
+            if n < PRUNE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// The token the console presents when calling this agent.
     fn console_token_for(&self, slot: &Slot) -> String {
         self.key.console_token(
@@ -1575,6 +1596,11 @@ impl Fleet {
         let mut polling: Option<tokio::task::JoinHandle<()>> = None;
         let mut trim = tokio::time::interval(TRIM_INTERVAL);
         trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // At once and then hourly: a console stopped for a while may have events to delete. With
+        // none, the round is one lookup.
+        let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 _ = flush.tick() => {
@@ -1589,6 +1615,24 @@ impl Fleet {
                     let _ = tokio::task::spawn_blocking(crate::malloc::trim).await;
                     tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "heap trimmed");
                 }
+                _ = prune.tick() => {
+                    // In its own task, so a large backlog does not hold up flushes and sweeps.
+                    if pruning.as_ref().is_none_or(|h| h.is_finished()) {
+                        let fleet = self.clone();
+                        pruning = Some(tokio::spawn(async move {
+                            let started = std::time::Instant::now();
+                            match fleet.prune_events().await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(
+                                    events = n,
+                                    elapsed_ms = started.elapsed().as_millis() as u64,
+                                    "agent events older than the retention deleted"
+                                ),
+                                Err(e) => tracing::error!(error = %e, "cannot delete old agent events; will retry"),
+                            }
+                        }));
+                    }
+                }
                 _ = poll.tick() => {
                     // A slow round is not doubled up: the next one starts after it ends.
                     if polling.as_ref().is_none_or(|h| h.is_finished()) {
@@ -1598,6 +1642,11 @@ impl Fleet {
                 }
                 _ = shutdown.changed() => break,
             }
+        }
+        if let Some(handle) = pruning {
+            // Each chunk is its own transaction: stopping between two loses nothing.
+            handle.abort();
+            let _ = handle.await;
         }
         if let Some(handle) = polling {
             // Wait for the round to stop, so no poll result lands after the final flush.

@@ -540,7 +540,9 @@ mod tests {
     fn a_file_shorter_than_its_length_said_is_refused() {
         let bytes = encode(&fleet(), &GEN);
         let half = &bytes[..bytes.len() / 2];
-        let err = decode(Trickle(half), bytes.len() as u64, &GEN).err().unwrap();
+        let err = decode(Trickle(half), bytes.len() as u64, &GEN)
+            .err()
+            .unwrap();
         assert!(err.starts_with("truncated at byte"), "{err}");
     }
 

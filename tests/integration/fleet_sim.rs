@@ -567,3 +567,74 @@ async fn after_a_downtime_an_agent_is_judged_silent_only_once_it_had_time_to_che
     }
     beating.abort();
 }
+
+/// Every event's id and `kind:to_value`, oldest first, read from the database in `dir`.
+async fn events(dir: &std::path::Path) -> Vec<(i64, String)> {
+    let pool = hybridsync::db::open(dir).await.unwrap();
+    let events = sqlx::query_as(
+        "SELECT agent_event_id, kind || ':' || to_value FROM agent_event ORDER BY agent_event_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    events
+}
+
+#[tokio::test]
+async fn events_older_than_the_retention_are_deleted_and_a_too_short_retention_is_refused() {
+    let console = Console::start(&[]);
+    let api = Api::new(&console, ADMIN);
+    let token = console.enrollment_token(2);
+    let sim = Killed(simulate(&console, &token, 2, &[]));
+    wait_for("2 healthy agents", Duration::from_secs(30), || async {
+        let (_, all) = api.get("/agents?health=healthy&limit=10").await;
+        (all["total"] == 2).then_some(())
+    })
+    .await;
+    let dir = stop_cleanly(console).await;
+    drop(sim);
+    // The enrollments, the two oldest events, were recorded 31 days ago.
+    let recorded = events(dir.path()).await;
+    assert_eq!(
+        recorded[..2]
+            .iter()
+            .map(|e| e.1.as_str())
+            .collect::<Vec<_>>(),
+        ["lifecycle:enrolled"; 2],
+        "{recorded:?}"
+    );
+    let pool = hybridsync::db::open(dir.path()).await.unwrap();
+    let month_ago = time::OffsetDateTime::now_utc() - time::Duration::days(31);
+    sqlx::query("UPDATE agent_event SET at = ? WHERE agent_event_id <= ?")
+        .bind((month_ago.unix_timestamp_nanos() / 1_000_000) as i64)
+        .bind(recorded[1].0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let (console, _api) = reopen(dir, &api, &["--event-retention", "30d"]);
+    let kept = wait_for(
+        "the month-old events deleted",
+        Duration::from_secs(15),
+        || async {
+            let now = events(console.dir.path()).await;
+            (now.len() < recorded.len()).then_some(now)
+        },
+    )
+    .await;
+    assert_eq!(kept, recorded[2..], "only the two old events go");
+    drop(console);
+
+    let refused = Command::new(bin())
+        .args(["serve", "--event-retention", "30m"])
+        .output()
+        .expect("run serve");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("\"30m\" is too short: keep events at least 1h"),
+        "{stderr}"
+    );
+}
