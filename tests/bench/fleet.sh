@@ -92,11 +92,38 @@ while ready is None and time.monotonic() - start < 30:
 req = urllib.request.Request(url + "/metrics", headers={"authorization": "Bearer " + api})
 load = [l for l in urllib.request.urlopen(req).read().decode().splitlines() if l.startswith("hybridsync_fleet_load_seconds")]
 time.sleep(2)
-rss = next(l.split()[1] for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS"))
-print(f"start ({label}): /healthz after {healthz*1000:.0f} ms, agents API ready after {ready*1000:.0f} ms (process spawn included); {load[0] if load else ''}; idle rss={int(rss)/1024:.1f} MiB")
+status = {l.split(":")[0]: int(l.split()[1]) for l in open(f"/proc/{p.pid}/status") if l.startswith(("VmRSS", "VmHWM"))}
+print(f"start ({label}): /healthz after {healthz*1000:.0f} ms, agents API ready after {ready*1000:.0f} ms (process spawn included); {load[0] if load else ''}; idle rss={status['VmRSS']/1024:.1f} MiB peak={status['VmHWM']/1024:.1f} MiB")
 p.terminate(); p.wait()
 PY
 }
 restart "clean restart"
 rm -f "$DATA/fleet.snapshot"
 restart "snapshot removed"
+
+# --- restart after a downtime: heartbeats resume, or the whole fleet stays silent ---------------
+# Both starts come longer after the agents' last heartbeats than --inactive-after. An agent last
+# heard from before a start is judged silent only once it had --unhealthy-after to check in: with
+# wrk heartbeating every agent within that time nothing changes; with no heartbeats every agent
+# turns unhealthy and inactive at the same moment (100,000 rows and 200,000 events in one commit).
+events() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from agent_event").fetchone()[0])' "$DATA/hybridsync.sqlite3"; }
+THRESHOLDS=(--unhealthy-after 20s --inactive-after 25s)
+LAST_BEAT=$(stat -c %Y "$WORK/wrk-console.txt")
+sleep $(( LAST_BEAT + 30 - $(date +%s) > 0 ? LAST_BEAT + 30 - $(date +%s) : 0 ))
+BEFORE=$(events)
+$BIN serve --listen 127.0.0.1:$CPORT --data-dir "$DATA" --poll-interval 1h "${THRESHOLDS[@]}" >"$WORK/console-a.log" 2>&1 & CONSOLE=$!; PIDS+=($CONSOLE)
+wait_http "$URL/healthz"
+CREDS="$WORK/creds" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d15s --latency -s "$LUA" "$URL" >"$WORK/wrk-downtime.txt"
+sleep 1
+echo "restart after a downtime, heartbeats resume (wrk 15s): $(wrk_summary "$WORK/wrk-downtime.txt") events recorded=$(( $(events) - BEFORE )) rss=$(rss_mib $CONSOLE) MiB peak=$(hwm_mib $CONSOLE) MiB"
+kill -TERM "$CONSOLE"; wait "$CONSOLE" 2>/dev/null || true
+LAST_BEAT=$(stat -c %Y "$WORK/wrk-downtime.txt")
+sleep $(( LAST_BEAT + 30 - $(date +%s) > 0 ? LAST_BEAT + 30 - $(date +%s) : 0 ))
+RUST_LOG=warn,hybridsync::fleet=debug $BIN serve --listen 127.0.0.1:$CPORT --data-dir "$DATA" --poll-interval 1h "${THRESHOLDS[@]}" >"$WORK/console-b.log" 2>&1 & CONSOLE=$!; PIDS+=($CONSOLE)
+wait_http "$URL/healthz"
+# The sweep yields between chunks of agents, so the change may span more than one commit: sum them.
+flushed() { awk '/agent state flushed/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] += kv[2]; if (kv[1] == "elapsed_ms" && kv[2] > m) m = kv[2] } n++ }
+  END { printf "rows=%d events=%d in %d commits, %d ms in all, longest %d ms\n", v["rows"], v["events"], n, v["elapsed_ms"], m }' "$WORK/console-b.log"; }
+for _ in $(seq 120); do flushed | grep -q "^rows=$AGENTS " && break; sleep 0.5; done
+echo "restart after a downtime, no heartbeats: the fleet-wide change wrote $(flushed); rss=$(rss_mib $CONSOLE) MiB peak=$(hwm_mib $CONSOLE) MiB"
+kill -TERM "$CONSOLE"; wait "$CONSOLE" 2>/dev/null || true
