@@ -796,13 +796,16 @@ impl Fleet {
 
     /// Writes the snapshot the next start reads (see [`snapshot`]). Only after a successful final
     /// flush: the snapshot must be exactly what the table holds.
-    async fn save_snapshot(&self) -> anyhow::Result<usize> {
+    async fn save_snapshot(&self) -> anyhow::Result<u64> {
         let Some(file) = &self.config.snapshot_file else {
             return Ok(0);
         };
         self.refresh_name_order();
         let generation: [u8; 16] = *uuid::Uuid::new_v4().as_bytes();
-        let (data, agents) = {
+        // The file first, whole and synced, then the row that makes it count: a crash in between
+        // leaves a file nobody reads. Written while the fleet is held, as it is encoded.
+        let partial = file.with_extension("snapshot.partial");
+        let (out, written, agents) = {
             let inner = self.read();
             if !inner.queues.dirty.is_empty()
                 || !inner.queues.beating.is_empty()
@@ -810,18 +813,18 @@ impl Fleet {
             {
                 anyhow::bail!("agent state is still queued for writing");
             }
-            (snapshot::encode(&inner, &generation), inner.slots.len())
+            let write = || -> std::io::Result<(std::fs::File, u64)> {
+                let mut out = std::fs::File::create(&partial)?;
+                let written = snapshot::write(&inner, &generation, &mut out)?;
+                Ok((out, written))
+            };
+            let (out, written) =
+                write().with_context(|| format!("cannot write {}", partial.display()))?;
+            (out, written, inner.slots.len())
         };
-        // The file first, whole and synced, then the row that makes it count: a crash in between
-        // leaves a file nobody reads.
-        let partial = file.with_extension("snapshot.partial");
-        let write = || -> std::io::Result<()> {
-            let mut out = std::fs::File::create(&partial)?;
-            data.write_to(&mut out)?;
-            out.sync_all()?;
-            std::fs::rename(&partial, file)
-        };
-        write().with_context(|| format!("cannot write {}", file.display()))?;
+        out.sync_all()
+            .and_then(|()| std::fs::rename(&partial, file))
+            .with_context(|| format!("cannot write {}", file.display()))?;
         db::fleet_snapshot::save(
             &self.db,
             snapshot::FORMAT,
@@ -830,7 +833,7 @@ impl Fleet {
             &generation,
         )
         .await?;
-        Ok(data.len())
+        Ok(written)
     }
 
     pub(crate) fn check_environment(&self, agent: Environment) -> Result<(), EnrollError> {

@@ -26,6 +26,14 @@ pub(super) type Idx = u32;
 #[derive(Debug)]
 pub(crate) struct Shared<T>(Arc<T>);
 
+impl<T> Shared<T> {
+    /// Where the shared value lives: the same for every holder of one interned value, as long as
+    /// any holds it.
+    pub(crate) fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+}
+
 impl<T> Clone for Shared<T> {
     fn clone(&self) -> Self {
         Shared(self.0.clone())

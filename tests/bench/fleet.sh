@@ -92,9 +92,19 @@ while ready is None and time.monotonic() - start < 30:
 req = urllib.request.Request(url + "/metrics", headers={"authorization": "Bearer " + api})
 load = [l for l in urllib.request.urlopen(req).read().decode().splitlines() if l.startswith("hybridsync_fleet_load_seconds")]
 time.sleep(2)
-status = {l.split(":")[0]: int(l.split()[1]) for l in open(f"/proc/{p.pid}/status") if l.startswith(("VmRSS", "VmHWM"))}
-print(f"start ({label}): /healthz after {healthz*1000:.0f} ms, agents API ready after {ready*1000:.0f} ms (process spawn included); {load[0] if load else ''}; idle rss={status['VmRSS']/1024:.1f} MiB peak={status['VmHWM']/1024:.1f} MiB")
-p.terminate(); p.wait()
+def status():
+    try:
+        return {l.split(":")[0]: int(l.split()[1]) for l in open(f"/proc/{p.pid}/status") if l.startswith(("VmRSS", "VmHWM"))}
+    except (OSError, IndexError):
+        return None
+idle = status()
+# The clean stop writes the snapshot again: its peak is read until the process is gone.
+p.terminate()
+stopping = idle
+while p.poll() is None:
+    stopping = status() or stopping
+    time.sleep(0.005)
+print(f"start ({label}): /healthz after {healthz*1000:.0f} ms, agents API ready after {ready*1000:.0f} ms (process spawn included); {load[0] if load else ''}; idle rss={idle['VmRSS']/1024:.1f} MiB peak={idle['VmHWM']/1024:.1f} MiB; peak when stopped={stopping['VmHWM']/1024:.1f} MiB")
 PY
 }
 restart "clean restart"
