@@ -135,6 +135,50 @@ mod tests {
         page.iter().map(|a| a.machine_name.as_str()).collect()
     }
 
+    /// A batch enrollment of one agent per name.
+    fn request(token: &str, names: &[&str]) -> BatchEnrollRequest {
+        BatchEnrollRequest {
+            enrollment_token: token.to_string(),
+            machine_names: names.iter().map(|n| n.to_string()).collect(),
+            extension: Extension::CloudSync,
+            environment: Environment::Public,
+            version: "1".into(),
+            tls_cert_sha256: None,
+        }
+    }
+
+    /// Enrolls one agent per name with a token of exactly that many uses: `(id, name)` pairs.
+    async fn enroll(fleet: &Fleet, names: &[&str]) -> Vec<(String, String)> {
+        let uses = u32::try_from(names.len()).unwrap();
+        let token =
+            crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), uses)
+                .await
+                .unwrap();
+        let enrolled = fleet
+            .enroll_batch(request(&token.token, names), "127.0.0.1".into())
+            .await
+            .unwrap();
+        enrolled
+            .agents
+            .into_iter()
+            .map(|a| a.agent_id)
+            .zip(names.iter().map(|n| n.to_string()))
+            .collect()
+    }
+
+    /// A heartbeat of the agent called `name`, reporting `checks`.
+    fn heartbeat(name: &str, checks: Vec<HealthCheck>) -> Heartbeat {
+        Heartbeat {
+            version: "1".into(),
+            machine_name: name.into(),
+            uptime_seconds: 1,
+            heartbeat_interval_seconds: 30,
+            listen_addr: None,
+            checks,
+            domains: vec![],
+        }
+    }
+
     #[tokio::test]
     async fn batch_enrolls_and_the_name_order_follows_enrollments_and_renames() {
         let dir = tempfile::tempdir().unwrap();
@@ -143,14 +187,7 @@ mod tests {
             crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), 4)
                 .await
                 .unwrap();
-        let request = |names: &[&str]| BatchEnrollRequest {
-            enrollment_token: token.token.clone(),
-            machine_names: names.iter().map(|n| n.to_string()).collect(),
-            extension: Extension::CloudSync,
-            environment: Environment::Public,
-            version: "1".into(),
-            tls_cert_sha256: None,
-        };
+        let request = |names: &[&str]| request(&token.token, names);
         let enrolled = fleet
             .enroll_batch(request(&["b", "A", "c"]), "127.0.0.1".into())
             .await
@@ -171,17 +208,8 @@ mod tests {
 
         // A rename through a heartbeat moves the agent; a new enrollment joins in order.
         let renamed = &enrolled.agents[2].agent_id; // "c"
-        let heartbeat = Heartbeat {
-            version: "1".into(),
-            machine_name: "0-first".into(),
-            uptime_seconds: 1,
-            heartbeat_interval_seconds: 30,
-            listen_addr: None,
-            checks: vec![],
-            domains: vec![],
-        };
         fleet
-            .heartbeat(renamed, heartbeat, "127.0.0.1".into())
+            .heartbeat(renamed, heartbeat("0-first", vec![]), "127.0.0.1".into())
             .unwrap();
         fleet
             .enroll_batch(request(&["B2"]), "127.0.0.1".into())
@@ -257,57 +285,37 @@ mod tests {
     async fn a_flush_writes_each_agents_events_in_the_order_they_happened() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = fleet(dir.path()).await;
-        let token =
-            crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), 20)
-                .await
-                .unwrap();
         let names: Vec<String> = (0..20).map(|i| format!("agent-{i:02}")).collect();
-        let enrolled = fleet
-            .enroll_batch(
-                BatchEnrollRequest {
-                    enrollment_token: token.token.clone(),
-                    machine_names: names.clone(),
-                    extension: Extension::CloudSync,
-                    environment: Environment::Public,
-                    version: "1".into(),
-                    tls_cert_sha256: None,
-                },
-                "127.0.0.1".into(),
-            )
-            .await
-            .unwrap();
-        let beat = |name: &str, check: CheckStatus| Heartbeat {
-            version: "1".into(),
-            machine_name: name.into(),
-            uptime_seconds: 1,
-            heartbeat_interval_seconds: 30,
-            listen_addr: None,
-            checks: vec![HealthCheck {
+        let agents = enroll(
+            &fleet,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+        let disk = |status| {
+            vec![HealthCheck {
                 name: "disk".into(),
-                status: check,
+                status,
                 message: "m".into(),
-            }],
-            domains: vec![],
+            }]
         };
         // Interleaved across agents (whose ids are random, so the queue is not in id order):
         // each goes degraded -> unhealthy -> healthy before the flush.
         for check in [CheckStatus::Fail, CheckStatus::Pass] {
-            for (agent, name) in enrolled.agents.iter().zip(&names) {
+            for (id, name) in &agents {
                 fleet
-                    .heartbeat(&agent.agent_id, beat(name, check), "127.0.0.1".into())
+                    .heartbeat(id, heartbeat(name, disk(check)), "127.0.0.1".into())
                     .unwrap();
             }
         }
         fleet.flush().await.unwrap();
-        for agent in &enrolled.agents {
-            let timeline: Vec<(String, String)> =
-                db::agents::list_events(&fleet.db, &agent.agent_id, 10)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter(|e| e.kind == "health")
-                    .map(|e| (e.from_value.unwrap_or_default(), e.to_value))
-                    .collect();
+        for (id, _) in &agents {
+            let timeline: Vec<(String, String)> = db::agents::list_events(&fleet.db, id, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.kind == "health")
+                .map(|e| (e.from_value.unwrap_or_default(), e.to_value))
+                .collect();
             let pair = |from: &str, to: &str| (from.to_string(), to.to_string());
             assert_eq!(
                 timeline,
@@ -321,25 +329,7 @@ mod tests {
     async fn pruning_deletes_the_events_older_than_the_retention_a_chunk_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = fleet(dir.path()).await;
-        let token =
-            crate::console::enrollment::create(&fleet.db, "t", Duration::from_secs(3600), 2)
-                .await
-                .unwrap();
-        let names = vec!["a".to_string(), "b".to_string()];
-        let enrolled = fleet
-            .enroll_batch(
-                BatchEnrollRequest {
-                    enrollment_token: token.token.clone(),
-                    machine_names: names.clone(),
-                    extension: Extension::CloudSync,
-                    environment: Environment::Public,
-                    version: "1".into(),
-                    tls_cert_sha256: None,
-                },
-                "127.0.0.1".into(),
-            )
-            .await
-            .unwrap();
+        let agents = enroll(&fleet, &["a", "b"]).await;
         // The two enrollment events and 12,000 more (over two chunks) were recorded 31 days ago.
         let old = db::now_ms() - 31 * 86_400_000;
         sqlx::query("UPDATE agent_event SET at = ?")
@@ -352,24 +342,15 @@ mod tests {
              INSERT INTO agent_event (agent_id, at, kind, from_value, to_value, reason) \
              SELECT ?, ?, 'status', 'active', 'inactive', 'old' FROM n",
         )
-        .bind(&enrolled.agents[0].agent_id)
+        .bind(&agents[0].0)
         .bind(old)
         .execute(&fleet.db)
         .await
         .unwrap();
         // Today each agent turns healthy with its first heartbeat.
-        for (agent, name) in enrolled.agents.iter().zip(&names) {
-            let beat = Heartbeat {
-                version: "1".into(),
-                machine_name: name.clone(),
-                uptime_seconds: 1,
-                heartbeat_interval_seconds: 30,
-                listen_addr: None,
-                checks: vec![],
-                domains: vec![],
-            };
+        for (id, name) in &agents {
             fleet
-                .heartbeat(&agent.agent_id, beat, "127.0.0.1".into())
+                .heartbeat(id, heartbeat(name, vec![]), "127.0.0.1".into())
                 .unwrap();
         }
         fleet.flush().await.unwrap();

@@ -30,6 +30,19 @@ fn simulate(console: &Console, token: &str, agents: usize, extra: &[&str]) -> st
         .expect("spawn simulate")
 }
 
+/// Waits until `n` agents are healthy, as their heartbeats make them.
+async fn all_healthy(api: &Api, n: usize) {
+    wait_for(
+        &format!("{n} healthy agents"),
+        Duration::from_secs(30),
+        || async {
+            let (_, all) = api.get("/agents?health=healthy&limit=500").await;
+            (all["total"] == n).then_some(())
+        },
+    )
+    .await;
+}
+
 struct Killed(std::process::Child);
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -260,15 +273,7 @@ async fn after_kill_minus_9_at_most_the_last_batch_interval_of_heartbeat_state_i
     let api = Api::new(&console, ADMIN);
     let token = console.enrollment_token(200);
     let _sim = Killed(simulate(&console, &token, 200, &[]));
-    wait_for(
-        "200 heartbeating agents",
-        Duration::from_secs(30),
-        || async {
-            let (_, all) = api.get("/agents?health=healthy&limit=500").await;
-            (all["total"] == 200).then_some(())
-        },
-    )
-    .await;
+    all_healthy(&api, 200).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, before) = api.get("/agents?limit=500").await;
     let mut console = console;
@@ -394,15 +399,7 @@ async fn a_clean_restart_reads_the_fleet_snapshot_and_a_changed_agent_table_is_r
         30,
         &["--credentials-out", credentials.to_str().unwrap()],
     ));
-    wait_for(
-        "30 heartbeating agents",
-        Duration::from_secs(30),
-        || async {
-            let (_, all) = api.get("/agents?health=healthy&limit=100").await;
-            (all["total"] == 30).then_some(())
-        },
-    )
-    .await;
+    all_healthy(&api, 30).await;
     drop(sim);
     assert!(
         loaded_from(&console, &api, "table").await,
@@ -504,11 +501,7 @@ async fn after_a_downtime_an_agent_is_judged_silent_only_once_it_had_time_to_che
         2,
         &["--credentials-out", credentials.to_str().unwrap()],
     ));
-    wait_for("2 healthy agents", Duration::from_secs(30), || async {
-        let (_, all) = api.get("/agents?health=healthy&limit=10").await;
-        (all["total"] == 2).then_some(())
-    })
-    .await;
+    all_healthy(&api, 2).await;
     let (_, before) = api.get("/agents?status=all&limit=10").await;
     // The console stops while both agents still heartbeat, then stays down longer than both
     // thresholds; only `alive` comes back.
@@ -587,11 +580,7 @@ async fn events_older_than_the_retention_are_deleted_and_a_too_short_retention_i
     let api = Api::new(&console, ADMIN);
     let token = console.enrollment_token(2);
     let sim = Killed(simulate(&console, &token, 2, &[]));
-    wait_for("2 healthy agents", Duration::from_secs(30), || async {
-        let (_, all) = api.get("/agents?health=healthy&limit=10").await;
-        (all["total"] == 2).then_some(())
-    })
-    .await;
+    all_healthy(&api, 2).await;
     let dir = stop_cleanly(console).await;
     drop(sim);
     // The enrollments, the two oldest events, were recorded 31 days ago.
