@@ -105,7 +105,7 @@ impl Fleet {
 mod tests {
     use super::*;
     use crate::auth::tokens::ConsoleKey;
-    use crate::fleet::health::Thresholds;
+    use crate::fleet::health::{Health, Status, Thresholds};
     use crate::fleet::{AgentFilter, FleetConfig, SortKey, StatusFilter};
     use crate::protocol::{CheckStatus, Environment, Extension, HealthCheck, Heartbeat};
     use std::time::Duration;
@@ -381,5 +381,48 @@ mod tests {
         assert_eq!(fleet.prune_events().await.unwrap(), 2);
         assert!(kinds().await.is_empty());
         assert_eq!(fleet.prune_events().await.unwrap(), 0, "an empty table");
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_only_agents_alive_when_the_console_stopped_get_time_to_check_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = fleet(dir.path()).await;
+        let agents = enroll(&before, &["alive", "dead"]).await;
+        for (id, name) in &agents {
+            before
+                .heartbeat(id, heartbeat(name, vec![]), "127.0.0.1".into())
+                .unwrap();
+        }
+        before.flush().await.unwrap();
+        // The console stopped 10 minutes ago. "alive" heartbeated until then; "dead" had been
+        // silent for 5 minutes already (longer than the 90 s after which it is unhealthy), but
+        // the console stopped before it judged that.
+        let minute = 60_000;
+        let stopped = db::now_ms() - 10 * minute;
+        for ((id, _), last) in agents.iter().zip([stopped, stopped - 5 * minute]) {
+            sqlx::query(
+                "UPDATE agent SET last_heartbeat_at = ?1, last_contact_at = ?1 WHERE agent_id = ?2",
+            )
+            .bind(last)
+            .bind(id)
+            .execute(&before.db)
+            .await
+            .unwrap();
+        }
+        let restarted = fleet(dir.path()).await;
+        restarted.sweep().await;
+        let alive = restarted.get(&agents[0].0).unwrap();
+        assert_eq!(
+            (alive.health, alive.status),
+            (Health::Healthy, Status::Active),
+            "spared until it had 90 s to check in"
+        );
+        let dead = restarted.get(&agents[1].0).unwrap();
+        assert_eq!(dead.health, Health::Unhealthy, "judged at once");
+        assert!(
+            dead.health_reason.starts_with("no heartbeat for"),
+            "{}",
+            dead.health_reason
+        );
     }
 }

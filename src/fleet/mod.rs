@@ -636,6 +636,9 @@ pub struct Fleet {
     /// When this console started listening for agents (Unix ms): silence from before it is not
     /// held against an agent until the agent has had `unhealthy_after` to check in (see [`Fleet::sweep`]).
     listening_since: i64,
+    /// The last contacts that earn that grace (Unix ms): those within `unhealthy_after` of the last
+    /// contact the console recorded before it stopped, from agents that were alive then.
+    spared_contacts: std::ops::Range<i64>,
 }
 
 impl Fleet {
@@ -661,6 +664,14 @@ impl Fleet {
             None => Self::read_table(&db).await?,
         };
         let load_duration = started.elapsed();
+        // When the console stopped, as near as the fleet tells: its last contact with any agent.
+        let last_heard = inner.slots.iter().map(|(_, s)| s.last_contact_at).max();
+        let listening_since = db::now_ms();
+        let unhealthy_ms = health::millis(config.thresholds.unhealthy_after);
+        let spared_contacts = match last_heard {
+            Some(last) => last.saturating_sub(unhealthy_ms)..listening_since,
+            None => 0..0,
+        };
         tracing::info!(
             agents = inner.slots.len(),
             source,
@@ -680,7 +691,8 @@ impl Fleet {
             key,
             config,
             http,
-            listening_since: db::now_ms(),
+            listening_since,
+            spared_contacts,
         })
     }
 
@@ -1397,18 +1409,22 @@ impl Fleet {
     /// silence judged, counted from its last real contact. Without this a restart after a downtime
     /// longer than that turned every agent unhealthy (and inactive), then healthy again at its next
     /// heartbeat: two false transitions per agent, 400,000 events at 100,000 agents.
+    ///
+    /// Only agents that were alive when the console stopped are spared (heard from within
+    /// `unhealthy_after` of its last contact with any agent). One already silent before is judged at
+    /// once, so a console restarting again and again cannot keep a dead agent healthy.
     pub async fn sweep(&self) {
         /// Agents evaluated per hold of the lock, so heartbeats and pages wait at most one chunk
         /// (well under a millisecond). Between chunks the task yields, so requests queued on this
         /// worker thread run instead of waiting for the whole sweep.
         const CHUNK: usize = 1024;
         let now = db::now_ms();
-        let judged_since = if now - self.listening_since
+        let spared = if now - self.listening_since
             < health::millis(self.config.thresholds.unhealthy_after)
         {
-            self.listening_since
+            self.spared_contacts.clone()
         } else {
-            i64::MIN
+            0..0
         };
         let mut start = 0;
         loop {
@@ -1429,7 +1445,7 @@ impl Fleet {
                 for entry in &mut by_name[start.min(end)..end] {
                     let Some(slot) = slots
                         .get_mut(entry.idx)
-                        .filter(|s| s.last_contact_at >= judged_since)
+                        .filter(|s| !spared.contains(&s.last_contact_at))
                     else {
                         continue;
                     };
