@@ -410,6 +410,8 @@ mod tests {
             .unwrap();
         }
         let restarted = fleet(dir.path()).await;
+        let grace = restarted.restart_grace().expect("an agent is spared");
+        assert_eq!(grace.waiting, 1, "only the agent alive at the stop");
         restarted.sweep().await;
         let alive = restarted.get(&agents[0].0).unwrap();
         assert_eq!(
@@ -424,5 +426,10 @@ mod tests {
             "{}",
             dead.health_reason
         );
+        // Its heartbeat ends the wait.
+        restarted
+            .heartbeat(&agents[0].0, heartbeat("alive", vec![]), "127.0.0.1".into())
+            .unwrap();
+        assert_eq!(restarted.restart_grace(), None);
     }
 }

@@ -338,6 +338,15 @@ impl SortKey {
     }
 }
 
+/// Agents alive when the console stopped that have not checked in since it started, while they
+/// still have time to (see [`Fleet::sweep`]). Times are Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartGrace {
+    pub started_at: i64,
+    pub until: i64,
+    pub waiting: usize,
+}
+
 /// Counts for Home.
 #[derive(Debug, Clone, Default)]
 pub struct FleetSummary {
@@ -1469,6 +1478,28 @@ impl Fleet {
             start = end;
             tokio::task::yield_now().await;
         }
+    }
+
+    /// The agents still spared after a restart, if any (one walk over the fleet, and only in the
+    /// first `unhealthy_after` after a start).
+    pub fn restart_grace(&self) -> Option<RestartGrace> {
+        let until = self
+            .listening_since
+            .saturating_add(health::millis(self.config.thresholds.unhealthy_after));
+        if db::now_ms() >= until || self.spared_contacts.is_empty() {
+            return None;
+        }
+        let waiting = self
+            .read()
+            .slots
+            .iter()
+            .filter(|(_, s)| self.spared_contacts.contains(&s.last_contact_at))
+            .count();
+        (waiting > 0).then_some(RestartGrace {
+            started_at: self.listening_since,
+            until,
+            waiting,
+        })
     }
 
     /// Writes changed agents, heartbeat timestamps and pending events in one transaction (group

@@ -162,6 +162,14 @@ struct AgentsPage {
     query: ListQuery,
     table: AgentsTable,
     deleted: bool,
+    restart_grace: Option<GraceNotice>,
+}
+
+/// Why agents that have not checked in since a restart still show their last known health.
+struct GraceNotice {
+    started: String,
+    until: String,
+    waiting: usize,
 }
 
 fn agents_table(state: &AppState, query: &ListQuery) -> AppResult<AgentsTable> {
@@ -203,6 +211,11 @@ pub async fn list_agents(
     render(&AgentsPage {
         layout: Layout::new(&user, "agents"),
         deleted: query.deleted == "1",
+        restart_grace: state.fleet.restart_grace().map(|g| GraceNotice {
+            started: timestamp(g.started_at),
+            until: timestamp(g.until),
+            waiting: g.waiting,
+        }),
         query,
         table,
     })

@@ -70,6 +70,22 @@ async fn browser(driver: &Chromedriver) -> fantoccini::Client {
         .expect("WebDriver session")
 }
 
+/// Signs in as the Global Administrator on the sign-in form the browser was sent to.
+async fn sign_in(c: &fantoccini::Client) -> Result<(), fantoccini::error::CmdError> {
+    c.find(Locator::Css("input[name=username]"))
+        .await?
+        .send_keys(ADMIN)
+        .await?;
+    c.find(Locator::Css("input[name=password]"))
+        .await?
+        .send_keys(PASSWORD)
+        .await?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await
+}
+
 #[tokio::test]
 async fn administrator_signs_in_and_sees_agents_refresh_live() {
     let console = Console::start(FAST);
@@ -83,18 +99,7 @@ async fn administrator_signs_in_and_sees_agents_refresh_live() {
         c.goto(&format!("{}/agents", console.url)).await?;
         // Redirected to sign in.
         assert!(c.current_url().await?.path().starts_with("/login"));
-        c.find(Locator::Css("input[name=username]"))
-            .await?
-            .send_keys(ADMIN)
-            .await?;
-        c.find(Locator::Css("input[name=password]"))
-            .await?
-            .send_keys(PASSWORD)
-            .await?;
-        c.find(Locator::Css("button[type=submit]"))
-            .await?
-            .click()
-            .await?;
+        sign_in(&c).await?;
         c.wait().for_element(Locator::Css("#agents")).await?;
         assert_eq!(
             c.current_url().await?.path(),
@@ -245,18 +250,7 @@ async fn administrator_creates_an_ou_scoped_configuration_and_sees_the_synced_us
     let c = browser(&driver).await;
     let result = async {
         c.goto(&format!("{}/configurations", console.url)).await?;
-        c.find(Locator::Css("input[name=username]"))
-            .await?
-            .send_keys(ADMIN)
-            .await?;
-        c.find(Locator::Css("input[name=password]"))
-            .await?
-            .send_keys(PASSWORD)
-            .await?;
-        c.find(Locator::Css("button[type=submit]"))
-            .await?
-            .click()
-            .await?;
+        sign_in(&c).await?;
         c.wait().for_element(Locator::Css("h1")).await?;
         assert_eq!(c.current_url().await?.path(), "/configurations");
 
@@ -377,6 +371,80 @@ async fn administrator_creates_an_ou_scoped_configuration_and_sees_the_synced_us
         assert!(leader.starts_with("ldap-sync01 runs the cycles"), "{leader}");
         let shot = c.screenshot().await?;
         std::fs::write(dir.join("configuration-page.png"), shot).unwrap();
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = c.close().await;
+    result.expect("browser steps");
+}
+
+/// After a restart the Agents page says why an agent that has not checked in yet still shows its
+/// last known health, and until when; once the agent checks in, the notice is gone.
+#[tokio::test]
+async fn after_a_restart_the_agents_page_explains_the_agents_not_yet_heard_from() {
+    const THRESHOLDS: &[&str] = &["--unhealthy-after", "60s"];
+    let console = Console::start(THRESHOLDS);
+    let api = Api::new(&console, ADMIN);
+    let mut agent = Agent::install(
+        &console,
+        &console.enrollment_token(1),
+        "edge-dc.corp.example.test",
+    );
+    agent.start("1s");
+    let id = agent.agent_id();
+    wait_health(&api, &id, "healthy").await;
+    // Back on the same address, where the agent looks for it.
+    let address = console.url.trim_start_matches("http://").to_string();
+    let (status, dir) = console.stop();
+    assert!(status.success());
+    agent.kill();
+    let console = Console::start_in(dir, &[THRESHOLDS, &["--listen", &address]].concat());
+
+    let driver = chromedriver().await;
+    let c = browser(&driver).await;
+    let result = async {
+        c.goto(&format!("{}/agents", console.url)).await?;
+        sign_in(&c).await?;
+        c.wait().for_element(Locator::Css("#restart-grace")).await?;
+        let notice = c.find(Locator::Css("#restart-grace")).await?.text().await?;
+        assert!(
+            notice
+                .contains("1 agent that was heartbeating when it stopped has not checked in since")
+                && notice.contains("keep their last known health until"),
+            "{notice}"
+        );
+        let row = c
+            .find(Locator::Css(&format!("tr[data-agent-id='{id}']")))
+            .await?
+            .text()
+            .await?;
+        assert!(
+            row.contains("healthy") && !row.contains("unhealthy"),
+            "{row}"
+        );
+
+        // The agent comes back: the console heard from it, so there is nothing left to explain.
+        let api = Api {
+            base: format!("{}/api/v1", console.url),
+            ..api
+        };
+        let stopped_at = api.agent(&id).await.expect("listed")["last_heartbeat_at"].clone();
+        agent.start("1s");
+        wait_for(
+            "a heartbeat after the restart",
+            Duration::from_secs(30),
+            || async {
+                let a = api.agent(&id).await?;
+                (a["last_heartbeat_at"] != stopped_at).then_some(())
+            },
+        )
+        .await;
+        c.refresh().await?;
+        c.wait().for_element(Locator::Css("#agents")).await?;
+        assert!(
+            c.find(Locator::Css("#restart-grace")).await.is_err(),
+            "the notice is gone once every agent checked in"
+        );
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;

@@ -4,15 +4,6 @@
 use crate::support::*;
 use std::time::Duration;
 
-async fn wait_health(api: &Api, id: &str, health: &str) -> serde_json::Value {
-    wait_for(
-        &format!("agent {id} to be {health}"),
-        Duration::from_secs(30),
-        || async { api.agent(id).await.filter(|a| a["health"] == health) },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn agents_are_polled_then_a_killed_one_turns_unhealthy_inactive_and_is_deleted() {
     let console = Console::start(FAST);

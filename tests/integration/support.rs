@@ -73,6 +73,16 @@ where
     }
 }
 
+/// Waits until the agent `id` has `health`, and returns it as the API shows it.
+pub async fn wait_health(api: &Api, id: &str, health: &str) -> serde_json::Value {
+    wait_for(
+        &format!("agent {id} to be {health}"),
+        Duration::from_secs(30),
+        || async { api.agent(id).await.filter(|a| a["health"] == health) },
+    )
+    .await
+}
+
 /// A console process with its own data dir and three accounts (one per role).
 pub struct Console {
     pub child: Child,
