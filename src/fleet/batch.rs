@@ -282,7 +282,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_flush_writes_each_agents_events_in_the_order_they_happened() {
+    async fn a_flush_writes_each_agents_row_and_its_events_in_the_order_they_happened() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = fleet(dir.path()).await;
         let names: Vec<String> = (0..20).map(|i| format!("agent-{i:02}")).collect();
@@ -308,6 +308,17 @@ mod tests {
             }
         }
         fleet.flush().await.unwrap();
+        // Every agent's row changed (health, reason, checks): the table holds what memory holds.
+        let mut conn = fleet.db.acquire().await.unwrap();
+        for (id, _) in &agents {
+            let stored = db::agents::get(&mut conn, id)
+                .await
+                .unwrap()
+                .expect("a row");
+            let live = fleet.get(id).unwrap().to_row();
+            assert_eq!(format!("{stored:?}"), format!("{live:?}"));
+        }
+        drop(conn);
         for (id, _) in &agents {
             let timeline: Vec<(String, String)> = db::agents::list_events(&fleet.db, id, 10)
                 .await

@@ -363,7 +363,8 @@ struct Reader<R> {
     len: u64,
 }
 
-/// Bytes read at a time: large enough that refills cost nothing, small enough not to count.
+/// Bytes read or written at a time: large enough that refills and writes cost nothing, small
+/// enough not to count.
 const WINDOW: usize = 256 * 1024;
 
 impl<R: std::io::Read> Reader<R> {
