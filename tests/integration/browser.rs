@@ -408,9 +408,9 @@ async fn after_a_restart_the_agents_page_explains_the_agents_not_yet_heard_from(
         c.wait().for_element(Locator::Css("#restart-grace")).await?;
         let notice = c.find(Locator::Css("#restart-grace")).await?.text().await?;
         assert!(
-            notice
-                .contains("1 agent that was heartbeating when it stopped has not checked in since")
-                && notice.contains("keep their last known health until"),
+            notice.contains(
+                "1 agent that was heartbeating when the console stopped has not checked in since"
+            ) && notice.contains("it keeps its last known health until"),
             "{notice}"
         );
         let row = c
