@@ -503,6 +503,9 @@ async fn after_a_downtime_an_agent_is_judged_silent_only_once_it_had_time_to_che
     ));
     all_healthy(&api, 2).await;
     let (_, before) = api.get("/agents?status=all&limit=10").await;
+    // Signed in before the stop (sessions outlive it), so the page is read right after the start.
+    let page = Browser::new(&console);
+    assert_eq!(page.sign_in(ADMIN, PASSWORD).await, 303);
     // The console stops while both agents still heartbeat, then stays down longer than both
     // thresholds; only `alive` comes back.
     let dir = stop_cleanly(console).await;
@@ -514,6 +517,19 @@ async fn after_a_downtime_an_agent_is_judged_silent_only_once_it_had_time_to_che
     tokio::time::sleep(Duration::from_secs(8)).await;
 
     let (console, api) = reopen(dir, &api, THRESHOLDS);
+    // Before any heartbeat, the Agents page says why both still show their last known health.
+    let page = Browser {
+        base: console.url.clone(),
+        ..page
+    };
+    let (status, html) = page.get("/agents").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(
+            "2 agents that were heartbeating when the console stopped have not checked in since"
+        ),
+        "{html}"
+    );
     let beating = {
         let (url, http) = (console.url.clone(), api.http.clone());
         let (credential, name) = (alive_credential.clone(), alive.clone());
