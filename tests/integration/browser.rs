@@ -1,74 +1,11 @@
 //! Real headless Chromium (Debian's chromium + chromedriver, W3C WebDriver through fantoccini):
 //! sign in through the form and watch the Agents page list agents and refresh itself.
 
+use crate::chromium_support;
 use crate::support::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Chromedriver {
-    child: std::process::Child,
-    url: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn chromedriver() -> Chromedriver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver is not installed: run .ci/run, or apt-get install chromium chromium-driver");
-    let url = format!("http://127.0.0.1:{port}");
-    let status = format!("{url}/status");
-    wait_for("chromedriver", Duration::from_secs(20), || async {
-        reqwest::get(&status)
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(|_| ())
-    })
-    .await;
-    Chromedriver {
-        child,
-        url,
-        _profile: tempfile::tempdir().unwrap(),
-    }
-}
-
-async fn browser(driver: &Chromedriver) -> fantoccini::Client {
-    // Both ring and aws-lc-rs are compiled in (reqwest, fantoccini): rustls needs to be told which.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1280,800",
-                     format!("--user-data-dir={}", driver._profile.path().display())]
-        }),
-    );
-    ClientBuilder::rustls()
-        .expect("tls")
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("WebDriver session")
-}
 
 /// Signs in as the Global Administrator on the sign-in form the browser was sent to.
 async fn sign_in(c: &fantoccini::Client) -> Result<(), fantoccini::error::CmdError> {
@@ -93,8 +30,7 @@ async fn administrator_signs_in_and_sees_agents_refresh_live() {
     let _quiet = Agent::install(&console, &token, "branch-dc.corp.example.test");
     let mut live = Agent::install(&console, &token, "hq-dc.corp.example.test");
 
-    let driver = chromedriver().await;
-    let c = browser(&driver).await;
+    let (_driver, c) = chromium_support::start().await;
     let result = async {
         c.goto(&format!("{}/agents", console.url)).await?;
         // Redirected to sign in.
@@ -246,8 +182,7 @@ async fn administrator_creates_an_ou_scoped_configuration_and_sees_the_synced_us
     assert!(out.status.success(), "{}", all_output(&out));
     agent.start("1s");
 
-    let driver = chromedriver().await;
-    let c = browser(&driver).await;
+    let (_driver, c) = chromium_support::start().await;
     let result = async {
         c.goto(&format!("{}/configurations", console.url)).await?;
         sign_in(&c).await?;
@@ -400,8 +335,7 @@ async fn after_a_restart_the_agents_page_explains_the_agents_not_yet_heard_from(
     agent.kill();
     let console = Console::start_in(dir, &[THRESHOLDS, &["--listen", &address]].concat());
 
-    let driver = chromedriver().await;
-    let c = browser(&driver).await;
+    let (_driver, c) = chromium_support::start().await;
     let result = async {
         c.goto(&format!("{}/agents", console.url)).await?;
         sign_in(&c).await?;

@@ -1,6 +1,7 @@
 //! Integration tests: the real `hybridsync` binary as console and agents, real SQLite, real HTTP on
 //! loopback, and real headless Chromium. One test binary (modules below) to keep link time down.
 
+mod chromium_support;
 mod directory_support;
 mod support;
 

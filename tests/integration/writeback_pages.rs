@@ -553,68 +553,8 @@ async fn my_sign_in_is_throttled() {
 mod chromium {
     use super::*;
     use fantoccini::{Client, Locator};
-    use std::process::{Command, Stdio};
 
-    pub struct Driver {
-        child: std::process::Child,
-        url: String,
-        profile: tempfile::TempDir,
-    }
-
-    impl Drop for Driver {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    pub async fn start() -> (Driver, Client) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is not installed: run .ci/run, or apt-get install chromium chromium-driver");
-        let url = format!("http://127.0.0.1:{port}");
-        let status = format!("{url}/status");
-        wait_for("chromedriver", Duration::from_secs(20), || async {
-            reqwest::get(&status)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        })
-        .await;
-        let driver = Driver {
-            child,
-            url,
-            profile: tempfile::tempdir().unwrap(),
-        };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--no-first-run", "--window-size=1280,900",
-                         format!("--user-data-dir={}", driver.profile.path().display())]
-            }),
-        );
-        let client = fantoccini::ClientBuilder::rustls()
-            .expect("tls")
-            .capabilities(caps)
-            .connect(&driver.url)
-            .await
-            .expect("WebDriver session");
-        (driver, client)
-    }
+    pub use crate::chromium_support::start;
 
     pub async fn fill(
         c: &Client,
