@@ -1505,7 +1505,7 @@ impl Fleet {
     /// Writes changed agents, heartbeat timestamps and pending events in one transaction (group
     /// commit). On failure everything stays queued for the next attempt.
     pub async fn flush(&self) -> anyhow::Result<usize> {
-        let (rows, beats, events) = {
+        let (rows, beats, mut events) = {
             let mut guard = self.write();
             let Inner { slots, queues, .. } = &mut *guard;
             if queues.dirty.is_empty() && queues.beating.is_empty() && queues.events.is_empty() {
@@ -1540,7 +1540,6 @@ impl Fleet {
         };
         // In agent id order, the order of the events' index (see `insert_events`). Stable, so
         // each agent's events keep the order they happened in.
-        let mut events = events;
         events.sort_by_key(|e| e.agent_id);
         let written = rows.len() + beats.len();
         let started = std::time::Instant::now();

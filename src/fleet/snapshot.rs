@@ -396,10 +396,9 @@ impl<R: std::io::Read> Reader<R> {
     /// Moves what is left to the front of the window and reads until it holds `n` bytes.
     #[cold]
     fn refill(&mut self, n: usize) -> Result<(), String> {
-        let truncated = format!("truncated at byte {}", self.position());
         // Checked against the file's length first, so a corrupt length cannot grow the window.
         if self.position().saturating_add(n as u64) > self.len {
-            return Err(truncated);
+            return Err(format!("truncated at byte {}", self.position()));
         }
         self.window.copy_within(self.at..self.end, 0);
         self.offset += self.at as u64;
@@ -414,7 +413,8 @@ impl<R: std::io::Read> Reader<R> {
                 .read(&mut self.window[self.end..])
                 .map_err(|e| format!("reading byte {}: {e}", self.offset + self.end as u64))?;
             if read == 0 {
-                return Err(truncated);
+                // Moving the window left the field's position as it was.
+                return Err(format!("truncated at byte {}", self.position()));
             }
             self.end += read;
         }
