@@ -61,6 +61,27 @@ fn parse_retention(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// An idle timeout: at least a second (shorter would close connections between a browser's
+/// requests for one page).
+fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!(
+            "{s:?} is too short: give idle connections at least 1s (the default is 5s)"
+        ));
+    }
+    Ok(d)
+}
+
+/// A connection limit: at least one.
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 would refuse every client: give at least 1, or leave the flag out to derive the limit from the open-file limit".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of connections (example: 10000)")),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -101,6 +122,17 @@ pub struct ServeArgs {
     /// others are polled on a new connection every round.
     #[arg(long, default_value_t = 1000)]
     pub poll_keepalive: usize,
+    /// A client connection with no request for this long is closed. Agents close theirs after a
+    /// heartbeat themselves; this bounds what any other client holds (about 15 KiB and a file
+    /// descriptor per connection).
+    #[arg(long, env = "HYBRIDSYNC_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_idle_timeout)]
+    pub idle_timeout: Duration,
+    /// Client connections served at once (each holds 13–16 KiB). When all are taken, open ones
+    /// are asked to close after their current request and new ones wait meanwhile. Default: 4096,
+    /// or less if the open-file limit (raised to its hard limit at start) leaves less after the
+    /// console's calls to agents and its database.
+    #[arg(long, env = "HYBRIDSYNC_MAX_CONNECTIONS", value_parser = parse_max_connections)]
+    pub max_connections: Option<usize>,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// PEM certificate chain (leaf first) to serve HTTPS with; needs --tls-key.

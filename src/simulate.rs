@@ -143,6 +143,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let console = args.console.trim_end_matches('/').to_string();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
+        // Shorter than the console's --idle-timeout, as the real agent's: the simulator closes an
+        // idle connection before the console does, so no heartbeat goes out on one being closed.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .build()?;
     let names: Vec<String> = (0..args.agents)

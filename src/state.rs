@@ -3,6 +3,7 @@
 use crate::auth::tokens::ConsoleKey;
 use crate::fleet::Fleet;
 use sqlx::SqlitePool;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,4 +30,21 @@ pub struct AppState {
     pub sync_metrics: Arc<crate::sync::metrics::SyncMetrics>,
     /// Password writeback and unlock counters for `/metrics`.
     pub writeback_metrics: Arc<crate::writeback::metrics::WritebackMetrics>,
+    /// The connection loop's counters for `/metrics` (`web::server`).
+    pub connections: Arc<ConnectionMetrics>,
+}
+
+/// Client connections of the console, kept by `web::server` and shown at `/metrics`.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections accepted since the start.
+    pub accepted: AtomicU64,
+    /// Connections the console closed because no request came within `--idle-timeout`.
+    pub closed_idle: AtomicU64,
+    /// Times every slot was in use and the open connections were asked to close.
+    pub drains: AtomicU64,
+    /// `--max-connections` (0 before the loop starts).
+    pub limit: AtomicU64,
 }

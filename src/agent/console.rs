@@ -16,6 +16,10 @@ use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle connection to the console is dropped after this long: long enough to reuse it within
+/// a burst (a sync cycle's batches), shorter than the console's `--idle-timeout` (5 s by default),
+/// so the agent, not the console, closes it and never sends on a connection being closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConsoleError {
@@ -121,6 +125,7 @@ impl Console {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(format!("hybridsync-agent/{VERSION}"));
         if let Some(ca) = ca {
             builder = builder.tls_built_in_root_certs(false);
@@ -144,6 +149,9 @@ impl Console {
         let request = self
             .http
             .post(self.endpoint("heartbeat"))
+            // The next heartbeat is an interval away (30 s by default): a connection kept for it
+            // would cost the console memory and a file descriptor per agent in between.
+            .header(reqwest::header::CONNECTION, "close")
             .bearer_auth(agent_credential)
             .json(heartbeat);
         self.send(request).await
@@ -360,5 +368,65 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains(&url), "{message}");
         assert!(message.contains("hybridsync serve"), "{message}");
+    }
+
+    /// A console stand-in over real TCP that answers each heartbeat as a console does (keeping
+    /// the connection open), and reports whether the client then closed the connection itself.
+    #[tokio::test]
+    async fn a_heartbeat_does_not_keep_its_connection_to_the_console() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for _ in 0..2 {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head and the JSON body (the client sends a Content-Length).
+                while !request.contains(&b'}') {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the client closed before its request was complete");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let body = r#"{"agent_id":"a","status":"active","health":"healthy"}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                tcp.write_all(response.as_bytes()).await.unwrap();
+                // A client that kept the connection would leave this read waiting.
+                let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+                    .await
+                    .map(|read| matches!(read, Ok(0)))
+                    .unwrap_or(false);
+                requests.push((String::from_utf8_lossy(&request).to_lowercase(), closed));
+            }
+            requests
+        });
+        let console = Console::new(&url).unwrap();
+        let beat = Heartbeat {
+            version: "1".into(),
+            machine_name: "m".into(),
+            uptime_seconds: 1,
+            heartbeat_interval_seconds: 30,
+            listen_addr: None,
+            checks: vec![],
+            domains: vec![],
+        };
+        for _ in 0..2 {
+            let answer = console.heartbeat("credential", &beat).await.unwrap();
+            assert_eq!(answer.health, "healthy");
+        }
+        let requests = server.await.unwrap();
+        assert_eq!(
+            requests.len(),
+            2,
+            "each heartbeat came on its own connection"
+        );
+        for (request, closed) in requests {
+            assert!(request.contains("connection: close"), "{request}");
+            assert!(closed, "the agent kept its connection after a heartbeat");
+        }
     }
 }

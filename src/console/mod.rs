@@ -10,10 +10,9 @@ use crate::auth::Role;
 use crate::cli::{AdminCommand, ServeArgs};
 use crate::fleet::health::Thresholds;
 use crate::fleet::{Fleet, FleetConfig};
-use crate::state::{AppState, ConsoleSettings};
+use crate::state::{AppState, ConnectionMetrics, ConsoleSettings};
 use crate::{db, web};
 use anyhow::Context;
-use std::future::IntoFuture;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -74,6 +73,7 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
         setup_token: Arc::new(Mutex::new(setup_token)),
         sync_metrics: Default::default(),
         writeback_metrics: Default::default(),
+        connections: Default::default(),
     })
 }
 
@@ -92,34 +92,47 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // `/healthz` answers from the first moment; the rest answers 503 until the fleet is loaded,
     // so liveness does not depend on the fleet's size.
     let gate = web::StartupGate::default();
-    let app = web::gated_router(gate.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = web::gated_router(gate.clone());
     let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
+    let limits = connection_limits(&args);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        idle_timeout = %humantime::format_duration(limits.idle_timeout),
+        "serving client connections"
+    );
+    let connections = Arc::new(ConnectionMetrics::default());
+    let stopped = wait_true(server_stopped);
     let server = match tls {
         Some(config) => {
-            use axum::serve::ListenerExt;
-            // tap_io keeps `ConnectInfo<SocketAddr>` (client addresses) working over TLS.
-            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
-            tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(wait_true(server_stopped))
-                    .into_future(),
-            )
-        }
-        None => tokio::spawn(
-            // No Nagle delay on responses (see TlsListener).
-            axum::serve(
-                axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
+            let listener = tls::TlsListener::new(listener, config)?;
+            tokio::spawn(web::server::serve(
+                listener,
                 app,
-            )
-            .with_graceful_shutdown(wait_true(server_stopped))
-            .into_future(),
-        ),
+                limits,
+                connections.clone(),
+                stopped,
+            ))
+        }
+        None => {
+            // No Nagle delay on responses (see TlsListener).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(web::server::serve(
+                listener,
+                app,
+                limits,
+                connections.clone(),
+                stopped,
+            ))
+        }
     };
 
     let state = match build_state(&args, local).await {
-        Ok(state) => state,
+        Ok(state) => AppState {
+            connections,
+            ..state
+        },
         Err(e) => {
             let _ = stop_server.send(true);
             let _ = server.await;
@@ -149,7 +162,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_server.send(true);
-    server.await.context("the HTTP server task failed")??;
+    server.await.context("the HTTP server task failed")?;
     // After the server: heartbeats accepted until the last moment are in the final flush.
     let _ = stop_fleet.send(true);
     sessions.abort();
@@ -157,6 +170,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("the fleet background task failed")?;
     Ok(())
+}
+
+/// The idle timeout and the connection limit. Raises the open-file limit to its hard limit first
+/// (each client connection is a file descriptor, and the usual soft limit of 1,024 would cap the
+/// console far below a fleet's size).
+fn connection_limits(args: &ServeArgs) -> web::server::ConnectionLimits {
+    let open_file_limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    // Outbound: kept poll connections, polls in flight, and TLS handshakes in progress.
+    let outbound = args.poll_keepalive + args.poll_concurrency + tls::MAX_HANDSHAKES;
+    web::server::ConnectionLimits {
+        idle_timeout: args.idle_timeout,
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| web::server::default_max_connections(open_file_limit, outbound)),
+    }
 }
 
 /// Resolves once the watched value becomes true.

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait to be accepted.
-const MAX_HANDSHAKES: usize = 512;
+pub const MAX_HANDSHAKES: usize = 512;
 
 /// Reads a PEM certificate chain (leaf first) and its PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {

@@ -4,7 +4,7 @@
 use super::error::ApiResult;
 use super::session::ApiUser;
 use crate::fleet::health::{Health, Status};
-use crate::state::AppState;
+use crate::state::{AppState, ConnectionMetrics};
 use crate::sync::metrics::{self as sync, SyncMetrics};
 use crate::writeback::metrics::{self as writeback, WritebackMetrics};
 use axum::extract::State;
@@ -102,6 +102,7 @@ pub async fn metrics(
     );
     render_sync(&mut out, &state.sync_metrics);
     render_writeback(&mut out, &state.writeback_metrics);
+    render_connections(&mut out, &state.connections);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -161,6 +162,43 @@ fn render_writeback(out: &mut String, m: &WritebackMetrics) {
             out,
             "hybridsync_writeback_duration_seconds",
             &format!("operation=\"{operation}\""),
+        );
+    }
+}
+
+/// The console's client connections (`web::server`).
+fn render_connections(out: &mut String, m: &ConnectionMetrics) {
+    let series = [
+        (
+            "hybridsync_http_connections",
+            "gauge",
+            "Client connections open now.",
+            &m.open,
+        ),
+        (
+            "hybridsync_http_connections_limit",
+            "gauge",
+            "Client connections served at once at most (--max-connections).",
+            &m.limit,
+        ),
+        (
+            "hybridsync_http_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            &m.accepted,
+        ),
+        (
+            "hybridsync_http_connections_closed_idle_total",
+            "counter",
+            "Client connections closed because no request came within --idle-timeout.",
+            &m.closed_idle,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            value.load(Relaxed)
         );
     }
 }

@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod sections;
 pub mod self_service;
+pub mod server;
 pub mod session;
 pub mod sync_api;
 pub mod view;

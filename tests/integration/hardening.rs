@@ -1539,3 +1539,82 @@ async fn a_request_whose_body_never_arrives_times_out() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// A client that holds a connection without a request, or stops halfway through its request head,
+/// is closed after `--idle-timeout`, so idle clients cannot use up the console's connections; the
+/// counts are at `/metrics`, and the flags refuse values that would break the console.
+#[tokio::test]
+async fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let console = Console::start(&["--idle-timeout", "1s", "--max-connections", "50"]);
+    let address = console.url.trim_start_matches("http://").to_string();
+    let mut kept = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut answer = [0u8; 1024];
+    for _ in 0..2 {
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: console\r\n\r\n")
+            .await
+            .unwrap();
+        let n = kept.read(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    for stream in [&mut kept, &mut half] {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+                .await
+                .expect("the console kept an idle connection open");
+        assert!(matches!(read, Ok(0)), "expected the close, got {read:?}");
+    }
+
+    let api = Api::new(&console, ADMIN);
+    let text = scrape(&console, &api).await;
+    assert_eq!(
+        value(&text, "hybridsync_http_connections_limit"),
+        Some(50.0)
+    );
+    assert!(
+        value(&text, "hybridsync_http_connections_closed_idle_total") >= Some(2.0),
+        "{text}"
+    );
+    assert!(value(&text, "hybridsync_http_connections_accepted_total") >= Some(3.0));
+    // The scrape's own connection at least.
+    assert!(value(&text, "hybridsync_http_connections") >= Some(1.0));
+
+    let data_dir = console.data_dir_str();
+    for (flag, value, message) in [
+        (
+            "--idle-timeout",
+            "500ms",
+            "\"500ms\" is too short: give idle connections at least 1s (the default is 5s)",
+        ),
+        (
+            "--max-connections",
+            "0",
+            "0 would refuse every client: give at least 1",
+        ),
+        (
+            "--max-connections",
+            "many",
+            "\"many\" is not a number of connections",
+        ),
+    ] {
+        let out = run(
+            &[
+                "serve",
+                "--data-dir",
+                &data_dir,
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                value,
+            ],
+            None,
+        );
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    }
+}

@@ -328,3 +328,50 @@ async fn an_agents_domains_are_kept_across_a_console_restart() {
         "domains must survive a restart of the console"
     );
 }
+
+/// A real agent sends each heartbeat on a connection of its own and closes it after the answer, so
+/// the console holds nothing for it between heartbeats (at 100,000 agents, kept connections would
+/// be 100,000 file descriptors and about 1.5 GiB). The heartbeat interval is longer than the
+/// console's idle timeout: a connection the agent kept would be closed by the console, and counted.
+#[tokio::test]
+async fn an_agent_holds_no_connection_to_the_console_between_heartbeats() {
+    let console = Console::start(&["--idle-timeout", "3s"]);
+    let mut agent = Agent::install(&console, &console.enrollment_token(1), "conn01");
+    agent.start("4s");
+    // A client that keeps no connection, so the scrapes do not count themselves as idle.
+    let scraper = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let api = Api::new(&console, ADMIN);
+    let scrapes = std::sync::atomic::AtomicU32::new(0);
+    let scrape = || async {
+        scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        scraper
+            .get(format!("{}/metrics", console.url))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = wait_for("three heartbeats", Duration::from_secs(40), || async {
+        let text = scrape().await;
+        (value(&text, "hybridsync_heartbeats_received_total") >= Some(3.0)).then_some(text)
+    })
+    .await;
+    let heartbeats = value(&text, "hybridsync_heartbeats_received_total").unwrap();
+    let accepted = value(&text, "hybridsync_http_connections_accepted_total").unwrap();
+    let scrapes = f64::from(scrapes.into_inner());
+    assert!(
+        accepted >= heartbeats + scrapes,
+        "{heartbeats} heartbeats and {scrapes} scrapes came on {accepted} connections"
+    );
+    assert_eq!(
+        value(&text, "hybridsync_http_connections_closed_idle_total"),
+        Some(0.0),
+        "the console had to close a connection the agent left idle"
+    );
+}
