@@ -193,14 +193,8 @@ pub(super) fn client(
     fleet: &Arc<RwLock<Inner>>,
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Client> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    // AES-128-GCM with SHA-256 first (the agent follows the console's order): a profile of a
-    // poll round's handshakes showed SHA-384's key schedule (SHA-512 without hardware help) among
-    // the top costs; SHA-256 has it on common CPUs. Every TLS 1.3 implementation has both.
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    let provider = Arc::new(provider);
+    // AES-128-GCM with SHA-256 first; the agent's server prefers it too.
+    let provider = crate::console::tls::provider();
     let verifier = PinVerifier {
         fleet: Arc::downgrade(fleet),
         algorithms: provider.signature_verification_algorithms,

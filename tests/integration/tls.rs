@@ -145,6 +145,74 @@ async fn the_console_serves_https_and_an_agent_trusting_the_private_ca_enrolls()
     assert!(status.status.success(), "{}", stderr(&status));
 }
 
+/// Agents open a connection per heartbeat, so the console's TLS must make reconnecting cheap: a
+/// client resumes its session (no certificate, no signature) even after hundreds of other clients
+/// connected, which the server's default session cache (256 sessions) would not allow, and the
+/// console picks AES-128-GCM with SHA-256 though the client lists AES-256 with SHA-384 first.
+#[tokio::test]
+async fn a_client_resumes_its_tls_session_after_many_others_and_gets_aes_128() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    let console = Console::start(&[
+        "--tls-cert",
+        pki.cert.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+    ]);
+    let address = console.url.trim_start_matches("https://").to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&pki.ca).unwrap())
+        .unwrap();
+    // Each connector keeps its own sessions, as each agent does.
+    let connector = || {
+        let provider = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            provider.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            "the client prefers AES-256"
+        );
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    };
+    let healthz = |connector: tokio_rustls::TlsConnector| {
+        let address = address.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            // Reading to the end also takes in the session tickets sent after the handshake.
+            tls.read_to_end(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 200"));
+            let (_, session) = tls.get_ref();
+            (
+                session.handshake_kind(),
+                session.negotiated_cipher_suite().map(|s| s.suite()),
+            )
+        }
+    };
+    let agent = connector();
+    let (kind, suite) = healthz(agent.clone()).await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    for _ in 0..300 {
+        healthz(connector()).await;
+    }
+    let (kind, suite) = healthz(agent).await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Resumed));
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+}
+
 #[tokio::test]
 async fn a_key_that_does_not_match_the_certificate_stops_serve() {
     let pki_dir = tempfile::tempdir().unwrap();
