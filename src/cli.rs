@@ -123,12 +123,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000)]
     pub poll_keepalive: usize,
     /// A client connection with no request for this long is closed. Agents close theirs after a
-    /// heartbeat themselves; this bounds what any other client holds (about 15 KiB and a file
+    /// heartbeat themselves; this bounds what any other client holds (15–20 KiB and a file
     /// descriptor per connection).
     #[arg(long, env = "HYBRIDSYNC_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
-    /// Client connections served at once (each holds 13–16 KiB). When all are taken, open ones
-    /// are asked to close after their current request and new ones wait meanwhile. Default: 4096,
+    /// Client connections served at once (each holds 15–20 KiB). When all are taken, open ones
+    /// are asked to close after their current request and new ones wait meanwhile. Default: 2048,
     /// or less if the open-file limit (raised to its hard limit at start) leaves less after the
     /// console's calls to agents and its database.
     #[arg(long, env = "HYBRIDSYNC_MAX_CONNECTIONS", value_parser = parse_max_connections)]

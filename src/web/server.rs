@@ -5,10 +5,10 @@
 //! - **Idle connections are closed** after `--idle-timeout` without a request (the same timer
 //!   closes a client that sends its request head too slowly). `axum::serve` keeps a connection for
 //!   as long as its client wants. Agents heartbeat every 30 s, and a client that keeps its
-//!   connection between heartbeats keeps it for ever: measured, each idle connection held 13–16 KiB
-//!   of the console's memory (20,000 of them: 319 MiB), and at the open-file limit the console
+//!   connection between heartbeats keeps it for ever: measured, each idle connection held 15–20 KiB
+//!   of the console's memory (20,000 of them: 318 MiB), and at the open-file limit the console
 //!   could accept no one, administrators included, until clients left.
-//! - **At most `--max-connections` at once** (4,096 by default, at most about 55 MiB). When every
+//! - **At most `--max-connections` at once** (2,048 by default, about 40 MiB at most). When every
 //!   slot is taken and a client waits, the console asks every connection that has had a request
 //!   to close once its current one is answered (idle ones close at once, as nginx reclaims its
 //!   keep-alive connections), so clients that keep connections cannot starve new ones; meanwhile
@@ -39,10 +39,10 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// `--max-connections` unless the open-file limit allows fewer. A connection costs 13–16 KiB of
-/// memory, so this bounds them to about 55 MiB; a fleet of 100,000 agents heartbeating every 30 s
+/// `--max-connections` unless the open-file limit allows fewer. A connection costs 15–20 KiB of
+/// memory, so this bounds them to about 40 MiB; a fleet of 100,000 agents heartbeating every 30 s
 /// on connections of their own keeps a few dozen open.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 
 /// When every slot is taken, connections are asked to close at most this often; in between, new
 /// clients wait for the slots those requests free.
@@ -174,8 +174,8 @@ mod tests {
             DEFAULT_MAX_CONNECTIONS
         );
         assert_eq!(
-            default_max_connections(5_000, 1_000 + 256 + 512),
-            5_000 - 1_896
+            default_max_connections(3_900, 1_000 + 256 + 512),
+            3_900 - 1_896
         );
         // The old default of 1,024: outbound needs more than half, clients still get half.
         assert_eq!(default_max_connections(1_024, 1_000 + 256 + 512), 512);
