@@ -56,16 +56,21 @@ fn client(ca: Option<&Path>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-#[tokio::test]
-async fn the_console_serves_https_and_an_agent_trusting_the_private_ca_enrolls() {
-    let pki_dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(pki_dir.path());
-    let console = Console::start(&[
+/// A console serving HTTPS with the PKI's certificate.
+fn https_console(pki: &Pki) -> Console {
+    Console::start(&[
         "--tls-cert",
         pki.cert.to_str().unwrap(),
         "--tls-key",
         pki.key.to_str().unwrap(),
-    ]);
+    ])
+}
+
+#[tokio::test]
+async fn the_console_serves_https_and_an_agent_trusting_the_private_ca_enrolls() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    let console = https_console(&pki);
     assert!(
         console.url.starts_with("https://127.0.0.1:"),
         "{}",
@@ -155,12 +160,7 @@ async fn a_client_resumes_its_tls_session_after_many_others_and_gets_aes_128() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = make_pki(pki_dir.path());
-    let console = Console::start(&[
-        "--tls-cert",
-        pki.cert.to_str().unwrap(),
-        "--tls-key",
-        pki.key.to_str().unwrap(),
-    ]);
+    let console = https_console(&pki);
     let address = console.url.trim_start_matches("https://").to_string();
     let mut roots = rustls::RootCertStore::empty();
     roots
