@@ -50,27 +50,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 5m, 1h, 10d)"))
 }
 
-/// A retention period: a duration of at least an hour (shorter would empty timelines as they fill).
-fn parse_retention(s: &str) -> Result<Duration, String> {
+/// A duration of at least `min`; shorter ones are refused with `advice` after "too short".
+fn parse_at_least(s: &str, min: Duration, advice: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
-    if d < Duration::from_secs(3600) {
-        return Err(format!(
-            "{s:?} is too short: keep events at least 1h (the default is 30d)"
-        ));
+    if d < min {
+        return Err(format!("{s:?} is too short: {advice}"));
     }
     Ok(d)
+}
+
+/// A retention period: a duration of at least an hour (shorter would empty timelines as they fill).
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    parse_at_least(
+        s,
+        Duration::from_secs(3600),
+        "keep events at least 1h (the default is 30d)",
+    )
 }
 
 /// An idle timeout: at least a second (shorter would close connections between a browser's
 /// requests for one page).
 fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(1) {
-        return Err(format!(
-            "{s:?} is too short: give idle connections at least 1s (the default is 5s)"
-        ));
-    }
-    Ok(d)
+    parse_at_least(
+        s,
+        Duration::from_secs(1),
+        "give idle connections at least 1s (the default is 5s)",
+    )
 }
 
 /// A connection limit: at least one.
