@@ -114,7 +114,8 @@ pub struct ServeArgs {
     /// least an hour; older ones are deleted once an hour.
     #[arg(long, default_value = "30d", value_parser = parse_retention)]
     pub event_retention: Duration,
-    /// How often the console polls each active agent's health endpoint.
+    /// How often the console polls each active agent's health endpoint. After a long round the
+    /// next one waits three times its length, so that polls take at most a quarter of the time.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Timeout of one health poll.

@@ -23,7 +23,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSuppo
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use sha2::{Digest, Sha256};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -62,15 +62,40 @@ pub fn parse_pin(hex: &str) -> Option<Pin> {
 
 /// Lowercase hex, the stored form of a pin.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut text = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut text, bytes);
+    text
 }
 
-/// The name the console gives agent `agent_id` while `pin` is its pin.
-fn host_name(agent_id: &str, pin: &Pin) -> String {
-    format!("{}.{agent_id}{HOST_SUFFIX}", hex(&pin[..PIN_LABEL_BYTES]))
+fn push_hex(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
-/// What a name made by [`host_name`] stands for, checked against the fleet now.
+/// `https://<name the console gives the agent>:<port><AGENT_API><path>`. Built by hand, not with
+/// `format!`: a poll round builds one per agent.
+fn agent_url(agent_id: &uuid::Uuid, pin: &Pin, port: u16, path: &str) -> String {
+    let mut url = String::with_capacity(128);
+    url.push_str("https://");
+    push_hex(&mut url, &pin[..PIN_LABEL_BYTES]);
+    url.push('.');
+    url.push_str(
+        agent_id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    url.push_str(HOST_SUFFIX);
+    // Writing to a String cannot fail.
+    let _ = write!(url, ":{port}");
+    url.push_str(AGENT_API);
+    url.push_str(path);
+    url
+}
+
+/// What a host name made by [`agent_url`] stands for, checked against the fleet now.
 struct Target {
     addr: Option<SocketAddr>,
     pin: Pin,
@@ -211,6 +236,9 @@ pub(super) fn client(
         // Agents are reached directly; an HTTPS_PROXY meant for the outside world does not apply.
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        // reqwest's default retries only HTTP/2 and HTTP/3 refusals, and agents speak HTTP/1.1;
+        // it still copies every request's headers in case. A poll round makes 10,000 requests.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .connect_timeout(timeout)
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -229,6 +257,18 @@ impl Fleet {
         method: reqwest::Method,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, String> {
+        let id =
+            uuid::Uuid::parse_str(agent_id).map_err(|_| format!("no agent with id {agent_id}"))?;
+        self.request_to(&id, method, path)
+    }
+
+    /// [`Fleet::agent_request`] for an agent known by its id.
+    pub(super) fn request_to(
+        &self,
+        agent_id: &uuid::Uuid,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
         if !path.starts_with('/') {
             return Err(format!("agent API path {path:?} does not start with /"));
         }
@@ -236,14 +276,13 @@ impl Fleet {
             let inner = self.read();
             let agent = inner
                 .slots
-                .find_str(agent_id)
+                .find(agent_id)
                 .and_then(|idx| inner.slots.get(idx))
                 .ok_or_else(|| format!("no agent with id {agent_id}"))?;
             let addr = agent.api_addr().ok_or(NO_ADDRESS)?;
             let pin = agent.tls_pin.ok_or(NO_PIN)?;
-            let host = host_name(&agent.id.to_string(), &pin);
             (
-                format!("https://{host}:{}{AGENT_API}{path}", addr.port()),
+                agent_url(&agent.id, &pin, addr.port(), path),
                 self.console_token_for(agent),
             )
         };
@@ -358,10 +397,13 @@ mod tests {
         id
     }
 
-    #[tokio::test]
-    async fn calls_reach_the_pinned_certificate_and_refuse_any_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::open(dir.path()).await.unwrap();
+    /// A fleet on a new database in `dir`, polling as given.
+    async fn fleet(
+        dir: &std::path::Path,
+        poll_interval: Duration,
+        poll_timeout: Duration,
+    ) -> Fleet {
+        let db = crate::db::open(dir).await.unwrap();
         let config = FleetConfig {
             environment: Environment::Public,
             thresholds: Thresholds {
@@ -370,15 +412,82 @@ mod tests {
             },
             hide_inactive_after: Duration::from_secs(864_000),
             event_retention: Duration::from_secs(30 * 86_400),
-            poll_interval: Duration::from_secs(60),
-            poll_timeout: Duration::from_secs(5),
+            poll_interval,
+            poll_timeout,
             poll_concurrency: 4,
             poll_keepalive: 4,
             snapshot_file: None,
         };
-        let fleet = Fleet::load(db, ConsoleKey::from_bytes([7; 32]), config)
+        Fleet::load(db, ConsoleKey::from_bytes([7; 32]), config)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_round_holds_the_next_one_back_three_times_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_millis(300);
+        let fleet = Arc::new(fleet(dir.path(), Duration::from_millis(100), timeout).await);
+        // An agent API that accepts connections and never answers: every round lasts the timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        enroll(&fleet, "silent", &hex(&[1; 32]), Some(addr)).await;
+
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let background = tokio::spawn(fleet.clone().run_background(stopped));
+        let round_ends = |n: u64| {
+            let fleet = fleet.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while fleet
+                    .metrics
+                    .poll_rounds
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    < n
+                {
+                    assert!(std::time::Instant::now() < deadline, "no poll round {n}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                std::time::Instant::now()
+            }
+        };
+        let first = round_ends(1).await;
+        let second = round_ends(2).await;
+        // Round two starts at least 3 × 300 ms after round one ends, and lasts 300 ms itself.
+        // Every 100 ms (the interval), they would be 300–400 ms apart; the margin is for the
+        // sampling above.
+        let apart = second - first;
+        assert!(apart >= Duration::from_millis(800), "{apart:?}");
+        assert!(
+            fleet
+                .metrics
+                .poll_rounds_held
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        assert!(
+            fleet
+                .metrics
+                .polls_failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 2
+        );
+
+        stop.send(true).unwrap();
+        background.await.unwrap();
+        accepting.abort();
+    }
+
+    #[tokio::test]
+    async fn calls_reach_the_pinned_certificate_and_refuse_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = fleet(dir.path(), Duration::from_secs(60), Duration::from_secs(5)).await;
 
         // An agent API serving `served`, answering every poll.
         let served = SelfSigned::generate("agent.hybridsync.invalid").unwrap();
@@ -492,9 +601,18 @@ mod tests {
     }
 
     #[test]
-    fn host_names_carry_the_pin_prefix_and_the_agent_id() {
-        let pin = [0xab; 32];
-        let name = host_name("0b7e", &pin);
-        assert_eq!(name, "abababababababab.0b7e.agent.hybridsync.invalid");
+    fn agent_urls_carry_the_pin_prefix_the_agent_id_and_the_port() {
+        let mut pin = [0xab; 32];
+        pin[1] = 0x09;
+        pin[8] = 0xff; // past the prefix: not in the name
+        let id = uuid::Uuid::parse_str("0b7e1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d").unwrap();
+        assert_eq!(
+            agent_url(&id, &pin, 8443, "/health"),
+            format!(
+                "https://ab09abababababab.0b7e1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d\
+                 .agent.hybridsync.invalid:8443{AGENT_API}/health"
+            )
+        );
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 }

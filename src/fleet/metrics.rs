@@ -89,6 +89,8 @@ pub struct FleetMetrics {
     pub poll_latency_failed: Histogram,
     pub poll_rounds: AtomicU64,
     pub poll_round_duration: Histogram,
+    /// Rounds started later than `--poll-interval` because the previous round was long.
+    pub poll_rounds_held: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_duration: Histogram,
     pub flushed_agents: AtomicU64,

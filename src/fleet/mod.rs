@@ -1642,7 +1642,9 @@ impl Fleet {
         for timer in [&mut flush, &mut sweep, &mut poll] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+        let mut polling: Option<tokio::task::JoinHandle<(std::time::Instant, std::time::Instant)>> =
+            None;
+        let mut pace = poll::PollPace::new(self.config.poll_interval);
         let mut trim = tokio::time::interval(TRIM_INTERVAL);
         trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // At once and then hourly: a console stopped for a while may have events to delete. With
@@ -1682,11 +1684,30 @@ impl Fleet {
                         }));
                     }
                 }
-                _ = poll.tick() => {
-                    // A slow round is not doubled up: the next one starts after it ends.
-                    if polling.as_ref().is_none_or(|h| h.is_finished()) {
-                        let fleet = self.clone();
-                        polling = Some(tokio::spawn(async move { fleet.poll_all().await }));
+                _ = poll.tick(), if polling.is_none() => {
+                    let fleet = self.clone();
+                    polling = Some(tokio::spawn(async move {
+                        let started = std::time::Instant::now();
+                        fleet.poll_all().await;
+                        (started, std::time::Instant::now())
+                    }));
+                }
+                // A round is never doubled up: the next one starts `--poll-interval` after this
+                // one's start, or after a rest in proportion to it when it was long (`PollPace`).
+                // (The block is only polled while its guard holds, so the round is there.)
+                ended = async { polling.as_mut().expect("guarded").await }, if polling.is_some() => {
+                    polling = None;
+                    if let Ok((started, ended)) = ended {
+                        let next = pace.round_ended(started, ended);
+                        if let Some(advice) = next.advice {
+                            tracing::warn!("{advice}");
+                        }
+                        if next.held {
+                            self.metrics
+                                .poll_rounds_held
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        poll.reset_at(next.at.into());
                     }
                 }
                 _ = shutdown.changed() => break,

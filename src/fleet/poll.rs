@@ -15,6 +15,71 @@ use crate::db;
 use crate::protocol::AgentHealth;
 use futures::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// After a round that took `t`, the next one waits at least `REST_PER_ROUND × t`: polls then take at
+/// most a quarter of the console's time, whatever the fleet's size and `--poll-interval`. At
+/// 100,000 agents on two cores a round on new connections takes about a minute of 1.2 cores, the
+/// default interval; without this the console would poll without a pause, and heartbeats and pages
+/// would share what is left.
+const REST_PER_ROUND: u32 = 3;
+
+/// When poll rounds start: every `--poll-interval`, unless the last round was long.
+#[derive(Debug)]
+pub(super) struct PollPace {
+    interval: Duration,
+    /// The last round pushed the next one past its interval.
+    stretched: bool,
+}
+
+/// What the end of a round decides.
+#[derive(Debug, PartialEq)]
+pub(super) struct NextRound {
+    pub at: Instant,
+    /// Later than `--poll-interval` after the round's start.
+    pub held: bool,
+    /// For the log, once when rounds start being held back (not every round).
+    pub advice: Option<String>,
+}
+
+impl PollPace {
+    pub(super) fn new(interval: Duration) -> PollPace {
+        PollPace {
+            interval,
+            stretched: false,
+        }
+    }
+
+    /// The round that started at `started` ended at `ended`: when the next one starts.
+    pub(super) fn round_ended(&mut self, started: Instant, ended: Instant) -> NextRound {
+        let took = ended.saturating_duration_since(started);
+        let rested = ended + took * REST_PER_ROUND;
+        let on_schedule = started + self.interval;
+        let held = rested > on_schedule;
+        let was_stretched = std::mem::replace(&mut self.stretched, held);
+        let advice = (held && !was_stretched).then(|| {
+            let took = Duration::from_millis(took.as_millis() as u64);
+            // Whole seconds, rounded up, for the flag.
+            let enough = Duration::from_secs(
+                (took * (REST_PER_ROUND + 1)).as_millis().div_ceil(1000) as u64,
+            );
+            format!(
+                "a health poll round took {}, so the next one starts {} after it ends, later than \
+                 --poll-interval {} after its start: polls take at most a quarter of the console's \
+                 time. To poll on schedule, raise --poll-interval to {} or more",
+                humantime::format_duration(took),
+                humantime::format_duration(took * REST_PER_ROUND),
+                humantime::format_duration(self.interval),
+                humantime::format_duration(enough),
+            )
+        });
+        NextRound {
+            at: rested.max(on_schedule),
+            held,
+            advice,
+        }
+    }
+}
 
 /// The outcome of one poll, as shown by "Check now".
 #[derive(Debug, Clone)]
@@ -42,7 +107,7 @@ impl Fleet {
         let keep_alive = self.config.poll_keepalive;
         futures::stream::iter(targets.into_iter().enumerate())
             .for_each_concurrent(self.config.poll_concurrency.max(1), |(n, id)| async move {
-                self.poll(&id.to_string(), n < keep_alive).await;
+                self.poll(&id, n < keep_alive).await;
             })
             .await;
         self.metrics.poll_rounds.fetch_add(1, Relaxed);
@@ -57,14 +122,15 @@ impl Fleet {
     /// Polls one agent now ("Check now") and applies the result. None when the agent does not
     /// exist.
     pub async fn poll_one(&self, agent_id: &str) -> Option<PollOutcome> {
-        self.poll(agent_id, true).await
+        self.poll(&uuid::Uuid::parse_str(agent_id).ok()?, true)
+            .await
     }
 
     /// Polls one agent; `keep_alive` false closes the connection after the answer.
-    async fn poll(&self, agent_id: &str, keep_alive: bool) -> Option<PollOutcome> {
-        self.read().slots.find_str(agent_id)?;
+    async fn poll(&self, agent_id: &uuid::Uuid, keep_alive: bool) -> Option<PollOutcome> {
+        self.read().slots.find(agent_id)?;
         let started = std::time::Instant::now();
-        let result = match self.agent_request(agent_id, reqwest::Method::GET, "/health") {
+        let result = match self.request_to(agent_id, reqwest::Method::GET, "/health") {
             Ok(request) if keep_alive => self.fetch_health(request).await,
             Ok(request) => {
                 self.fetch_health(request.header(reqwest::header::CONNECTION, "close"))
@@ -85,7 +151,7 @@ impl Fleet {
         let now = db::now_ms();
         let mut guard = self.write();
         let inner = &mut *guard;
-        let idx = inner.slots.find_str(agent_id)?;
+        let idx = inner.slots.find(agent_id)?;
         let agent = inner.slots.get_mut(idx)?;
         agent.last_poll_at = now.into();
         // A poll that only moves timestamps takes the cheap write path, as a heartbeat does.
@@ -155,5 +221,58 @@ impl Fleet {
             }
             code => Err(format!("the agent answered HTTP {code}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn rounds_start_every_interval_unless_a_long_one_needs_its_rest() {
+        let mut pace = PollPace::new(MINUTE);
+        let t0 = Instant::now();
+        // A short round: the next one a minute after this one's start.
+        let next = pace.round_ended(t0, t0 + Duration::from_secs(2));
+        assert_eq!(
+            next,
+            NextRound {
+                at: t0 + MINUTE,
+                held: false,
+                advice: None
+            }
+        );
+        // 20 s of polling: 60 s of rest after it, so 80 s after its start.
+        let t1 = t0 + MINUTE;
+        let next = pace.round_ended(t1, t1 + Duration::from_secs(20));
+        assert_eq!(next.at, t1 + Duration::from_secs(80));
+        assert!(next.held);
+        let advice = next.advice.expect("the first held round explains itself");
+        assert!(
+            advice.contains("took 20s") && advice.contains("raise --poll-interval to 1m 20s"),
+            "{advice}"
+        );
+        // Held again: said once, not every round.
+        let t2 = next.at;
+        let next = pace.round_ended(t2, t2 + Duration::from_secs(90));
+        assert_eq!(next.at, t2 + Duration::from_secs(90 + 270));
+        assert!(next.held);
+        assert_eq!(next.advice, None);
+        // Exactly a quarter of the interval is on schedule; back on it, a later long round
+        // explains itself again.
+        let t3 = next.at;
+        let next = pace.round_ended(t3, t3 + Duration::from_secs(15));
+        assert_eq!((next.at, next.held), (t3 + MINUTE, false));
+        let t4 = next.at;
+        let next = pace.round_ended(t4, t4 + Duration::from_millis(15_001));
+        assert!(next.held);
+        let advice = next.advice.expect("held again after a round on schedule");
+        assert!(
+            advice.contains("took 15s 1ms, so the next one starts 45s 3ms after it ends")
+                && advice.contains("raise --poll-interval to 1m 1s"),
+            "{advice}"
+        );
     }
 }

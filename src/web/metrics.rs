@@ -84,6 +84,12 @@ pub async fn metrics(
     out.push_str("# HELP hybridsync_poll_round_duration_seconds Time to poll every active agent once.\n# TYPE hybridsync_poll_round_duration_seconds histogram\n");
     m.poll_round_duration
         .render(&mut out, "hybridsync_poll_round_duration_seconds", "");
+    counter(
+        &mut out,
+        "hybridsync_poll_rounds_held_total",
+        "Health poll rounds started later than --poll-interval, so that polls take at most a quarter of the console's time.",
+        m.poll_rounds_held.load(Relaxed),
+    );
     out.push_str("# HELP hybridsync_state_flush_duration_seconds Time of one group commit of agent state.\n# TYPE hybridsync_state_flush_duration_seconds histogram\n");
     m.flush_duration
         .render(&mut out, "hybridsync_state_flush_duration_seconds", "");

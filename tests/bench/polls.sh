@@ -5,6 +5,8 @@
 # after the last. Run from the repository root after `cargo build --release`:
 #   bash tests/bench/polls.sh [AGENTS] [ROUNDS] [KEEPALIVE]
 # The agents heartbeat every 30 s (the default) unless HEARTBEAT=5s or the like says otherwise.
+# Rounds run every 8 s, or 3 times their length after the previous one ends when that is later
+# (polls take at most a quarter of the console's time).
 set -euo pipefail
 BIN=${BIN:-target/release/hybridsync}
 AGENTS=${1:-10000}
@@ -32,3 +34,5 @@ done
 echo "poll rounds over $AGENTS agents, $KEEPALIVE kept between rounds (the first round on new connections):"
 grep "agents=$AGENTS" "$WORK/console.log" | sed -n 's/.*agents=\([0-9]*\) elapsed_ms=\([0-9]*\).*/  \1 agents in \2 ms/p'
 echo "console resident memory after the last round: $(( $(awk '/VmRSS/ {print $2}' /proc/$CONSOLE/status) / 1024 )) MiB"
+# A round longer than a quarter of --poll-interval (8 s here) holds the next one back; say so.
+grep -o "a health poll round took.*" "$WORK/console.log" | head -1 | sed 's/^/console: /' || true

@@ -141,6 +141,12 @@ async fn simulated_fleet_shows_up_in_the_api_and_metrics() {
         value(&text, "hybridsync_state_flushed_agents_total").is_some_and(|v| v >= 1.0),
         "{text}"
     );
+    // Rounds over 40 agents take milliseconds: none is held back past the 1 s interval.
+    assert_eq!(
+        value(&text, "hybridsync_poll_rounds_held_total"),
+        Some(0.0),
+        "{text}"
+    );
 }
 
 /// The simulator's latest totals: (health polls answered, TLS handshakes completed).
