@@ -365,6 +365,7 @@ mod tests {
     use crate::fleet::health::Thresholds;
     use crate::fleet::FleetConfig;
     use crate::protocol::{AgentHealth, BatchEnrollRequest, Environment, Extension, Heartbeat};
+    use std::sync::atomic::Ordering::Relaxed;
 
     /// One agent enrolled with `pin`, heartbeating from `listen`.
     async fn enroll(fleet: &Fleet, name: &str, pin: &str, listen: Option<SocketAddr>) -> String {
@@ -441,16 +442,12 @@ mod tests {
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let background = tokio::spawn(fleet.clone().run_background(stopped));
+        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Relaxed);
         let round_ends = |n: u64| {
             let fleet = fleet.clone();
             async move {
                 let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                while fleet
-                    .metrics
-                    .poll_rounds
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    < n
-                {
+                while count(&fleet.metrics.poll_rounds) < n {
                     assert!(std::time::Instant::now() < deadline, "no poll round {n}");
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -464,20 +461,8 @@ mod tests {
         // sampling above.
         let apart = second - first;
         assert!(apart >= Duration::from_millis(800), "{apart:?}");
-        assert!(
-            fleet
-                .metrics
-                .poll_rounds_held
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= 1
-        );
-        assert!(
-            fleet
-                .metrics
-                .polls_failed
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= 2
-        );
+        assert!(count(&fleet.metrics.poll_rounds_held) >= 1);
+        assert!(count(&fleet.metrics.polls_failed) >= 2);
 
         stop.send(true).unwrap();
         background.await.unwrap();

@@ -8,6 +8,8 @@
 //! forty times the whole fleet's state. So only the first `--poll-keepalive` agents of a round keep
 //! their connection; the others are polled with `Connection: close`, and nothing of theirs stays
 //! in memory between rounds.
+//!
+//! Rounds start every `--poll-interval`, or later after a long round ([`PollPace`]).
 
 use super::call::{self, describe_error, innermost};
 use super::{Change, Fleet, QueuedEvent, Status};
@@ -18,10 +20,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// After a round that took `t`, the next one waits at least `REST_PER_ROUND × t`: polls then take at
-/// most a quarter of the console's time, whatever the fleet's size and `--poll-interval`. At
-/// 100,000 agents on two cores a round on new connections takes about a minute of 1.2 cores, the
-/// default interval; without this the console would poll without a pause, and heartbeats and pages
-/// would share what is left.
+/// most a quarter of the console's time, whatever the fleet's size and `--poll-interval`. On two
+/// cores a round on new connections takes about 6 s per 10,000 agents (1.2 cores), so about a
+/// minute at 100,000, the default interval: without this the console would poll without a pause,
+/// and heartbeats and pages would share what is left.
 const REST_PER_ROUND: u32 = 3;
 
 /// When poll rounds start: every `--poll-interval`, unless the last round was long.
