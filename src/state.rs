@@ -16,8 +16,28 @@ pub struct ConsoleSettings {
     pub session_lifetime: Duration,
 }
 
+/// What every handler receives. axum clones it for each request and again for each `State`
+/// extractor, so it is one pointer: one reference count moves per clone, not one per part (each
+/// part's count is its own cache line, passed between the runtime's workers on every request).
+/// The parts are read through it as fields (`state.fleet`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The typed parts of the application state.
+pub struct AppParts {
     pub db: SqlitePool,
     pub fleet: Arc<Fleet>,
     pub key: ConsoleKey,

@@ -10,7 +10,7 @@ use crate::auth::Role;
 use crate::cli::{AdminCommand, ServeArgs};
 use crate::fleet::health::Thresholds;
 use crate::fleet::{Fleet, FleetConfig};
-use crate::state::{AppState, ConnectionMetrics, ConsoleSettings};
+use crate::state::{AppParts, AppState, ConnectionMetrics, ConsoleSettings};
 use crate::{db, web};
 use anyhow::Context;
 use std::io::Read;
@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Builds the application state from the data dir: database (migrated), console key, fleet.
+/// Builds the application state's parts from the data dir: database (migrated), console key, fleet.
 /// `listening` is the bound address (the flag may say port 0).
-pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Result<AppState> {
+pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Result<AppParts> {
     let started = std::time::Instant::now();
     let db = db::open(&args.data_dir).await?;
     tracing::info!(
@@ -61,7 +61,7 @@ pub async fn build_state(args: &ServeArgs, listening: SocketAddr) -> anyhow::Res
     } else {
         None
     };
-    Ok(AppState {
+    Ok(AppParts {
         db,
         fleet,
         key,
@@ -92,7 +92,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // `/healthz` answers from the first moment; the rest answers 503 until the fleet is loaded,
     // so liveness does not depend on the fleet's size.
     let gate = web::StartupGate::default();
-    let app = web::gated_router(gate.clone());
+    let app = web::gated_app(gate.clone());
     let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
     let limits = connection_limits(&args);
     tracing::info!(
@@ -129,10 +129,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let state = match build_state(&args, local).await {
-        Ok(state) => AppState {
+        Ok(parts) => AppState::new(AppParts {
             connections,
-            ..state
-        },
+            ..parts
+        }),
         Err(e) => {
             let _ = stop_server.send(true);
             let _ = server.await;

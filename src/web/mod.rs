@@ -242,25 +242,60 @@ impl StartupGate {
     }
 }
 
-/// The router served from the first moment: `/healthz`, then everything else through the gate.
-pub fn gated_router(gate: StartupGate) -> Router {
-    use tower::ServiceExt;
-    Router::new().route("/healthz", get(healthz)).fallback(
-        move |request: axum::extract::Request| {
-            let gate = gate.clone();
-            async move {
-                match gate.0.get() {
-                    Some(app) => app.clone().oneshot(request).await.into_response(),
-                    None => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        [(header::RETRY_AFTER, "1")],
-                        "The console is starting; try again in a moment.",
-                    )
-                        .into_response(),
-                }
-            }
-        },
-    )
+/// What the listener serves from the first moment: `/healthz` while the console starts, then every
+/// request through the gate to the console's router.
+///
+/// A service of its own rather than a router in front of the router: every request passes here,
+/// and a second routing pass cost each one a boxed handler, a cloned route and a re-boxed body.
+#[derive(Clone)]
+pub struct GatedApp(StartupGate);
+
+pub fn gated_app(gate: StartupGate) -> GatedApp {
+    GatedApp(gate)
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for GatedApp
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+        std::future::Ready<Result<Self::Response, Self::Error>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        use futures::future::Either;
+        if let Some(app) = (self.0).0.get() {
+            // The router has its own `/healthz`.
+            return Either::Left(tower::Service::call(&mut app.clone(), request));
+        }
+        let liveness = request.uri().path() == "/healthz"
+            && matches!(
+                *request.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+        let starting = if liveness {
+            "ok".into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "The console is starting; try again in a moment.",
+            )
+                .into_response()
+        };
+        Either::Right(std::future::ready(Ok(starting)))
+    }
 }
 
 /// Liveness: answers as soon as the listener is up, whatever the fleet size.
@@ -299,4 +334,64 @@ async fn static_file(
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    async fn send(app: &GatedApp, method: Method, path: &str) -> (StatusCode, String, bool) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let retry = response.headers().contains_key(header::RETRY_AFTER);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap(), retry)
+    }
+
+    #[tokio::test]
+    async fn the_gate_answers_liveness_while_starting_and_then_hands_every_request_to_the_router() {
+        let gate = StartupGate::default();
+        let app = gated_app(gate.clone());
+
+        assert_eq!(
+            send(&app, Method::GET, "/healthz").await,
+            (StatusCode::OK, "ok".into(), false)
+        );
+        let (status, body, retry) = send(&app, Method::GET, "/agents").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("starting"), "{body}");
+        assert!(retry, "a client is told when to try again");
+        let (status, _, _) = send(&app, Method::POST, "/healthz").await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "only GET and HEAD are liveness"
+        );
+
+        gate.open(
+            Router::new()
+                .route("/healthz", get(|| async { "router's" }))
+                .route("/agents", get(|| async { "agents" })),
+        );
+        assert_eq!(
+            send(&app, Method::GET, "/agents").await,
+            (StatusCode::OK, "agents".into(), false)
+        );
+        assert_eq!(
+            send(&app, Method::GET, "/healthz").await,
+            (StatusCode::OK, "router's".into(), false)
+        );
+        let (status, _, _) = send(&app, Method::POST, "/healthz").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
 }

@@ -16,11 +16,15 @@
 
 use crate::state::ConnectionMetrics;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use axum::serve::Listener;
-use axum::{Extension, Router};
+use axum::Extension;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -28,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tower::util::MapRequestLayer;
-use tower::Layer;
+use tower::{Layer, Service};
 
 /// How the console treats its clients' connections.
 #[derive(Debug, Clone, Copy)]
@@ -48,17 +52,20 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 /// clients wait for the slots those requests free.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 
-/// Serves `router` on the connections `listener` hands out until `shutdown` resolves; then stops
-/// accepting, lets requests in flight finish, closes idle connections, and returns once every
-/// connection is closed. Handlers can read the client's address as `ConnectInfo<SocketAddr>`.
-pub async fn serve<L>(
+/// Serves `router` (an axum `Router`, or the console's [`super::GatedApp`]) on the connections
+/// `listener` hands out until `shutdown` resolves; then stops accepting, lets requests in flight
+/// finish, closes idle connections, and returns once every connection is closed. Handlers can read
+/// the client's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve<L, S>(
     mut listener: L,
-    router: Router,
+    router: S,
     limits: ConnectionLimits,
     metrics: Arc<ConnectionMetrics>,
     shutdown: impl Future<Output = ()>,
 ) where
     L: Listener<Addr = SocketAddr>,
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     let max = limits
         .max_connections
@@ -183,6 +190,7 @@ mod tests {
     }
 
     use axum::routing::get;
+    use axum::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
