@@ -1,7 +1,11 @@
-//! The `agent` and `agent_event` tables: the fleet as persisted.
+//! The `agent`, `agent_liveness` and `agent_event` tables: the fleet as persisted.
 //!
 //! The console keeps the live fleet in memory (`fleet::Fleet`) and writes heartbeat state here in
 //! batches; enrollment and deletion are written here first, in a transaction, then applied in memory.
+//!
+//! An agent's heartbeat and poll timestamps live in the narrow `agent_liveness` table (one row per
+//! agent, deleted with it), because they are rewritten every few seconds and the rest rarely. The
+//! row's `liveness_id` is the key the console writes them by; [`AgentRow`] joins the two.
 
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
@@ -33,7 +37,17 @@ pub struct AgentRow {
     pub domains_json: String,
     /// Lowercase hex SHA-256 of the agent's TLS certificate, pinned at enrollment.
     pub tls_cert_sha256: Option<String>,
+    /// The key of the agent's `agent_liveness` row (0 until [`upsert`] has written it).
+    pub liveness_id: i64,
 }
+
+/// The `agent` columns with the liveness row's, as [`AgentRow`] names them. (Both rows are always
+/// written together; were the liveness row missing, the agent reads as not heard from since it
+/// registered, and its stamps would find no row.)
+const AGENT_WITH_LIVENESS: &str = "SELECT a.*, coalesce(l.liveness_id, 0) AS liveness_id, \
+    l.last_heartbeat_at, coalesce(l.last_contact_at, a.registered_at) AS last_contact_at, \
+    l.uptime_seconds, l.last_poll_at \
+    FROM agent a LEFT JOIN agent_liveness l ON l.agent_id = a.agent_id";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AgentEventRow {
@@ -58,33 +72,34 @@ pub struct NewAgentEvent {
 }
 
 pub async fn get(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result<Option<AgentRow>> {
-    sqlx::query_as("SELECT * FROM agent WHERE agent_id = ?")
+    sqlx::query_as(&format!("{AGENT_WITH_LIVENESS} WHERE a.agent_id = ?"))
         .bind(agent_id)
         .fetch_optional(conn)
         .await
 }
 
-/// Inserts a new agent or replaces every column of an existing one (re-install keeps the id).
-pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
+/// Inserts a new agent or replaces every column of an existing one (re-install keeps the id), with
+/// its liveness row. Returns the liveness row's key, which a re-installed agent keeps.
+///
+/// The console holds that key in 32 bits, so the 4,294,967,296th enrollment of a database is
+/// refused (keys are never reused) rather than written under a key the console cannot hold.
+pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<u32> {
     sqlx::query(
         "INSERT INTO agent (agent_id, credential_hash, console_token_generation, machine_name, external_ip, \
-           listen_addr, version, extension, environment, registered_at, enrollment_token_id, last_heartbeat_at, \
-           last_contact_at, heartbeat_interval_seconds, uptime_seconds, status, status_since, health, \
-           health_reason, health_since, checks_json, last_poll_at, last_poll_error, domains_json, \
-           tls_cert_sha256) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+           listen_addr, version, extension, environment, registered_at, enrollment_token_id, \
+           heartbeat_interval_seconds, status, status_since, health, health_reason, health_since, \
+           checks_json, last_poll_error, domains_json, tls_cert_sha256) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (agent_id) DO UPDATE SET credential_hash = excluded.credential_hash, \
            console_token_generation = excluded.console_token_generation, machine_name = excluded.machine_name, \
            external_ip = excluded.external_ip, listen_addr = excluded.listen_addr, version = excluded.version, \
            extension = excluded.extension, environment = excluded.environment, \
-           enrollment_token_id = excluded.enrollment_token_id, last_heartbeat_at = excluded.last_heartbeat_at, \
-           last_contact_at = excluded.last_contact_at, \
+           enrollment_token_id = excluded.enrollment_token_id, \
            heartbeat_interval_seconds = excluded.heartbeat_interval_seconds, \
-           uptime_seconds = excluded.uptime_seconds, status = excluded.status, status_since = excluded.status_since, \
+           status = excluded.status, status_since = excluded.status_since, \
            health = excluded.health, health_reason = excluded.health_reason, health_since = excluded.health_since, \
-           checks_json = excluded.checks_json, last_poll_at = excluded.last_poll_at, \
-           last_poll_error = excluded.last_poll_error, domains_json = excluded.domains_json, \
-           tls_cert_sha256 = excluded.tls_cert_sha256",
+           checks_json = excluded.checks_json, last_poll_error = excluded.last_poll_error, \
+           domains_json = excluded.domains_json, tls_cert_sha256 = excluded.tls_cert_sha256",
     )
     .bind(&row.agent_id)
     .bind(&row.credential_hash)
@@ -97,23 +112,41 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
     .bind(&row.environment)
     .bind(row.registered_at)
     .bind(row.enrollment_token_id)
-    .bind(row.last_heartbeat_at)
-    .bind(row.last_contact_at)
     .bind(row.heartbeat_interval_seconds)
-    .bind(row.uptime_seconds)
     .bind(&row.status)
     .bind(row.status_since)
     .bind(&row.health)
     .bind(&row.health_reason)
     .bind(row.health_since)
     .bind(&row.checks_json)
-    .bind(row.last_poll_at)
     .bind(&row.last_poll_error)
     .bind(&row.domains_json)
     .bind(&row.tls_cert_sha256)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    sqlx::query_scalar(
+        "INSERT INTO agent_liveness (agent_id, last_heartbeat_at, last_contact_at, uptime_seconds, last_poll_at) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (agent_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, \
+           last_contact_at = excluded.last_contact_at, uptime_seconds = excluded.uptime_seconds, \
+           last_poll_at = excluded.last_poll_at \
+         RETURNING liveness_id",
+    )
+    .bind(&row.agent_id)
+    .bind(row.last_heartbeat_at)
+    .bind(row.last_contact_at)
+    .bind(row.uptime_seconds)
+    .bind(row.last_poll_at)
+    .fetch_one(conn)
+    .await
+    .and_then(|id: i64| {
+        u32::try_from(id).map_err(|_| {
+            sqlx::Error::Protocol(format!(
+                "agent_liveness key {id} is beyond the 4,294,967,295 the console can hold: this \
+                 database has enrolled that many agents; start a new data directory"
+            ))
+        })
+    })
 }
 
 /// Many rows as the one JSON text parameter that the batch statements unpack with `json_each`.
@@ -121,8 +154,9 @@ pub(crate) fn json_param<T: serde::Serialize>(rows: &T) -> sqlx::Result<String> 
     serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// Writes the live state of many agents with one statement (rows as one JSON parameter, unpacked
-/// by `json_each`). Agents deleted meanwhile are skipped by the join.
+/// Writes the live state of many agents with two statements (rows as one JSON parameter, unpacked
+/// by `json_each`): their `agent` rows, then their liveness rows. Agents deleted meanwhile are
+/// skipped by the joins.
 pub async fn update_live_states(
     conn: &mut SqliteConnection,
     rows: &[AgentRow],
@@ -139,17 +173,13 @@ pub async fn update_live_states(
         &'a str,
         Option<&'a str>,
         &'a str,
-        Option<i64>,
         i64,
-        i64,
-        Option<i64>,
         &'a str,
         i64,
         &'a str,
         &'a str,
         i64,
         &'a str,
-        Option<i64>,
         Option<&'a str>,
         &'a str,
     );
@@ -162,40 +192,48 @@ pub async fn update_live_states(
                 &r.external_ip,
                 r.listen_addr.as_deref(),
                 &r.version,
-                r.last_heartbeat_at,
-                r.last_contact_at,
                 r.heartbeat_interval_seconds,
-                r.uptime_seconds,
                 &r.status,
                 r.status_since,
                 &r.health,
                 &r.health_reason,
                 r.health_since,
                 &r.checks_json,
-                r.last_poll_at,
                 r.last_poll_error.as_deref(),
                 &r.domains_json,
             )
         })
         .collect();
     let json = json_param(&packed)?;
+    drop(packed);
     sqlx::query(
-        // Each row becomes binary JSON once (the MATERIALIZED table); reading 18 fields from the
-        // text would parse the row 18 times. A third less time for 100,000 rows; the 5 short
-        // fields of `update_heartbeats` are faster read from the text.
+        // Each row becomes binary JSON once (the MATERIALIZED table); reading 14 fields from the
+        // text would parse the row 14 times. A third less time for 100,000 rows; the 5 short
+        // fields of the stamps are faster read from the text.
         "WITH v AS MATERIALIZED (SELECT jsonb(value) AS r FROM json_each(?)) \
          UPDATE agent SET machine_name = v.r ->> 1, external_ip = v.r ->> 2, listen_addr = v.r ->> 3, \
-           version = v.r ->> 4, last_heartbeat_at = v.r ->> 5, last_contact_at = v.r ->> 6, \
-           heartbeat_interval_seconds = v.r ->> 7, uptime_seconds = v.r ->> 8, status = v.r ->> 9, \
-           status_since = v.r ->> 10, health = v.r ->> 11, health_reason = v.r ->> 12, \
-           health_since = v.r ->> 13, checks_json = v.r ->> 14, last_poll_at = v.r ->> 15, \
-           last_poll_error = v.r ->> 16, domains_json = v.r ->> 17 \
+           version = v.r ->> 4, heartbeat_interval_seconds = v.r ->> 5, status = v.r ->> 6, \
+           status_since = v.r ->> 7, health = v.r ->> 8, health_reason = v.r ->> 9, \
+           health_since = v.r ->> 10, checks_json = v.r ->> 11, last_poll_error = v.r ->> 12, \
+           domains_json = v.r ->> 13 \
          FROM v WHERE agent.agent_id = v.r ->> 0",
     )
     .bind(json)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    let stamps: Vec<StampRow> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.liveness_id,
+                r.last_heartbeat_at,
+                r.last_contact_at,
+                r.uptime_seconds,
+                r.last_poll_at,
+            )
+        })
+        .collect();
+    write_stamps(conn, &stamps).await
 }
 
 /// A status, health or lifecycle change to record, borrowed from the queue the fleet keeps it in.
@@ -241,7 +279,8 @@ pub async fn insert_events(
     Ok(())
 }
 
-/// One `agent` row as SQLite holds it, borrowed while [`for_each`] reads the table.
+/// One `agent` row with its liveness as SQLite holds them, borrowed while [`for_each`] reads the
+/// tables.
 pub struct AgentRowRef<'a> {
     pub agent_id: &'a str,
     pub credential_hash: &'a [u8],
@@ -268,6 +307,7 @@ pub struct AgentRowRef<'a> {
     pub last_poll_error: Option<&'a str>,
     pub domains_json: &'a str,
     pub tls_cert_sha256: Option<&'a str>,
+    pub liveness_id: i64,
 }
 
 /// How many agents there are.
@@ -284,11 +324,14 @@ pub async fn for_each(
     pool: &SqlitePool,
     mut each: impl FnMut(AgentRowRef<'_>),
 ) -> sqlx::Result<()> {
-    const SQL: &std::ffi::CStr = c"SELECT agent_id, credential_hash, console_token_generation, \
-        machine_name, external_ip, listen_addr, version, extension, environment, registered_at, \
-        enrollment_token_id, last_heartbeat_at, last_contact_at, heartbeat_interval_seconds, \
-        uptime_seconds, status, status_since, health, health_reason, health_since, checks_json, \
-        last_poll_at, last_poll_error, domains_json, tls_cert_sha256 FROM agent";
+    const SQL: &std::ffi::CStr = c"SELECT a.agent_id, a.credential_hash, \
+        a.console_token_generation, a.machine_name, a.external_ip, a.listen_addr, a.version, \
+        a.extension, a.environment, a.registered_at, a.enrollment_token_id, l.last_heartbeat_at, \
+        coalesce(l.last_contact_at, a.registered_at), a.heartbeat_interval_seconds, \
+        l.uptime_seconds, a.status, a.status_since, a.health, a.health_reason, a.health_since, \
+        a.checks_json, l.last_poll_at, a.last_poll_error, a.domains_json, a.tls_cert_sha256, \
+        coalesce(l.liveness_id, 0) \
+        FROM agent a LEFT JOIN agent_liveness l ON l.agent_id = a.agent_id";
     super::raw::for_each_row(pool, SQL, |r| {
         each(AgentRowRef {
             agent_id: r.text(0)?.unwrap_or_default(),
@@ -316,6 +359,7 @@ pub async fn for_each(
             last_poll_error: r.text(22)?,
             domains_json: r.text(23)?.unwrap_or("[]"),
             tls_cert_sha256: r.text(24)?,
+            liveness_id: r.int(25).unwrap_or(0),
         });
         Ok(())
     })
@@ -323,34 +367,27 @@ pub async fn for_each(
     .map_err(|e| sqlx::Error::Protocol(format!("cannot read the agent table: {e}")))
 }
 
-/// The columns a plain heartbeat changes.
+/// The columns a plain heartbeat or poll changes: the agent's liveness row.
 #[derive(Debug, Clone)]
 pub struct HeartbeatStamp {
-    pub agent_id: uuid::Uuid,
+    /// The key the row is written by.
+    pub liveness_id: i64,
     pub last_heartbeat_at: Option<i64>,
     pub last_contact_at: i64,
     pub uptime_seconds: Option<i64>,
     pub last_poll_at: Option<i64>,
 }
 
-/// Writes many agents' heartbeat and poll timestamps with one statement: the rows travel as one JSON
-/// parameter that SQLite unpacks with `json_each`, so the cost per row is an index lookup, not a
-/// statement round trip.
+/// Writes many agents' heartbeat and poll timestamps with one statement.
 pub async fn update_heartbeats(
     conn: &mut SqliteConnection,
     stamps: &[HeartbeatStamp],
 ) -> sqlx::Result<()> {
-    if stamps.is_empty() {
-        return Ok(());
-    }
-    /// (id, last heartbeat, last contact, uptime, last poll), positionally as the SQL reads it. The
-    /// id serializes as its hyphenated text, as `agent_id` holds it.
-    type StampRow = (uuid::Uuid, Option<i64>, i64, Option<i64>, Option<i64>);
     let rows: Vec<StampRow> = stamps
         .iter()
         .map(|s| {
             (
-                s.agent_id,
+                s.liveness_id,
                 s.last_heartbeat_at,
                 s.last_contact_at,
                 s.uptime_seconds,
@@ -358,15 +395,29 @@ pub async fn update_heartbeats(
             )
         })
         .collect();
-    let json = json_param(&rows)?;
+    write_stamps(conn, &rows).await
+}
+
+/// (liveness id, last heartbeat, last contact, uptime, last poll), positionally as
+/// [`write_stamps`] reads it.
+type StampRow = (i64, Option<i64>, i64, Option<i64>, Option<i64>);
+
+/// The rows travel as one JSON parameter of numbers that SQLite unpacks with `json_each`; each is
+/// a lookup of the liveness table's integer key, no statement round trip and no index. A row
+/// whose key no longer exists (its agent was deleted meanwhile) changes nothing: keys are never
+/// reused, so a stamp cannot land on another agent.
+async fn write_stamps(conn: &mut SqliteConnection, rows: &[StampRow]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE agent SET last_heartbeat_at = v.hb, last_contact_at = v.contact, uptime_seconds = v.uptime, \
-         last_poll_at = v.poll \
+        "UPDATE agent_liveness SET last_heartbeat_at = v.hb, last_contact_at = v.contact, \
+           uptime_seconds = v.uptime, last_poll_at = v.poll \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS hb, value ->> 2 AS contact, value ->> 3 AS uptime, \
                value ->> 4 AS poll FROM json_each(?)) AS v \
-         WHERE agent.agent_id = v.id",
+         WHERE agent_liveness.liveness_id = v.id",
     )
-    .bind(json)
+    .bind(json_param(&rows)?)
     .execute(conn)
     .await?;
     Ok(())
@@ -445,4 +496,166 @@ pub async fn delete(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{DATABASE_FILE, MIGRATOR};
+    use sqlx::migrate::Migrator;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    const LIVENESS_MIGRATION: i64 = 20261130150000;
+    const A1: &str = "6f1c1b8e-0000-4000-8000-000000000001";
+    const A2: &str = "6f1c1b8e-0000-4000-8000-000000000002";
+    const A3: &str = "6f1c1b8e-0000-4000-8000-000000000003";
+
+    async fn count(pool: &SqlitePool, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    }
+
+    fn stamp(liveness_id: i64, at: i64) -> HeartbeatStamp {
+        HeartbeatStamp {
+            liveness_id,
+            last_heartbeat_at: Some(at),
+            last_contact_at: at,
+            uptime_seconds: Some(50),
+            last_poll_at: None,
+        }
+    }
+
+    /// A database at the schema before `agent_liveness`, holding two agents (the second enrolled
+    /// first) and a snapshot record, opened (so migrated) by the current console.
+    #[tokio::test]
+    async fn the_liveness_migration_moves_the_timestamps_and_stamps_are_written_by_a_key_never_reused(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join(DATABASE_FILE))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let old = SqlitePool::connect_with(options).await.unwrap();
+        let earlier = Migrator {
+            migrations: MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version < LIVENESS_MIGRATION)
+                .cloned()
+                .collect(),
+            ..Migrator::DEFAULT
+        };
+        earlier.run(&old).await.unwrap();
+        for (id, heartbeat) in [(A2, 5000), (A1, 5100)] {
+            sqlx::query(
+                "INSERT INTO agent (agent_id, credential_hash, machine_name, external_ip, version, extension, \
+                   environment, registered_at, last_heartbeat_at, last_contact_at, uptime_seconds, status, \
+                   status_since, health, health_reason, health_since, last_poll_at) \
+                 VALUES (?, ?, 'dc1', '192.0.2.1', '0.1.0', 'ad2aadprov', 'public', 1000, ?, 6000, 42, \
+                   'active', 1000, 'healthy', 'ok', 1000, 5500)",
+            )
+            .bind(id)
+            .bind(id.as_bytes())
+            .bind(heartbeat)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO fleet_snapshot (id, format, agents, written_at, generation) VALUES (1, 1, 2, 7000, x'00')",
+        )
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let pool = crate::db::open(dir.path()).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let row = get(&mut conn, A1).await.unwrap().expect("the agent");
+        assert_eq!(
+            (
+                row.liveness_id,
+                row.last_heartbeat_at,
+                row.last_contact_at,
+                row.uptime_seconds,
+                row.last_poll_at
+            ),
+            (2, Some(5100), 6000, Some(42), Some(5500)),
+            "the timestamps moved with the agent, keyed in enrollment order"
+        );
+        assert_eq!(get(&mut conn, A2).await.unwrap().unwrap().liveness_id, 1);
+        assert!(
+            sqlx::query("SELECT last_heartbeat_at FROM agent")
+                .fetch_all(&mut *conn)
+                .await
+                .is_err(),
+            "the old columns are gone, so nothing can read a stale copy"
+        );
+        let mut loaded = Vec::new();
+        for_each(&pool, |r| {
+            loaded.push((r.agent_id.to_string(), r.liveness_id, r.last_heartbeat_at))
+        })
+        .await
+        .unwrap();
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            [(A1.into(), 2, Some(5100)), (A2.into(), 1, Some(5000))],
+            "the start-up read joins the liveness rows"
+        );
+
+        // A stamp changes its own agent's row, and the snapshot no longer describes the fleet.
+        update_heartbeats(&mut conn, &[stamp(2, 9000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            count(&pool, "SELECT count(*) FROM fleet_snapshot").await,
+            0,
+            "a changed liveness row makes the snapshot stale"
+        );
+        let row = get(&mut conn, A1).await.unwrap().unwrap();
+        assert_eq!(
+            (row.last_heartbeat_at, row.last_contact_at, row.last_poll_at),
+            (Some(9000), 9000, None)
+        );
+        assert_eq!(
+            get(&mut conn, A2).await.unwrap().unwrap().last_heartbeat_at,
+            Some(5000),
+            "the other agent's row is untouched"
+        );
+
+        // Deleting the newest agent takes its liveness row with it; the next enrollment gets a
+        // new key, so a stamp still queued for the deleted agent lands nowhere.
+        assert!(delete(&mut conn, A1).await.unwrap());
+        assert_eq!(count(&pool, "SELECT count(*) FROM agent_liveness").await, 1);
+        let mut newcomer = get(&mut conn, A2).await.unwrap().unwrap();
+        newcomer.agent_id = A3.into();
+        newcomer.credential_hash = A3.as_bytes().to_vec();
+        newcomer.last_heartbeat_at = Some(7000);
+        assert_eq!(upsert(&mut conn, &newcomer).await.unwrap(), 3);
+        update_heartbeats(&mut conn, &[stamp(2, 9999)])
+            .await
+            .unwrap();
+        assert_eq!(
+            get(&mut conn, A3).await.unwrap().unwrap().last_heartbeat_at,
+            Some(7000),
+            "the deleted agent's stamp did not land on the newcomer"
+        );
+
+        // A re-install (the same id written again) keeps its key and takes the new timestamps.
+        newcomer.last_heartbeat_at = Some(7100);
+        assert_eq!(upsert(&mut conn, &newcomer).await.unwrap(), 3);
+        let row = get(&mut conn, A3).await.unwrap().unwrap();
+        assert_eq!((row.liveness_id, row.last_heartbeat_at), (3, Some(7100)));
+
+        // A whole-row write carries the timestamps to the liveness row too.
+        let mut changed = row.clone();
+        changed.machine_name = "dc3".into();
+        changed.last_contact_at = 8000;
+        update_live_states(&mut conn, &[changed]).await.unwrap();
+        let row = get(&mut conn, A3).await.unwrap().unwrap();
+        assert_eq!(
+            (row.machine_name.as_str(), row.last_contact_at),
+            ("dc3", 8000)
+        );
+    }
 }

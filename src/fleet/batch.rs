@@ -43,7 +43,7 @@ impl Fleet {
         let mut answer = Vec::with_capacity(names.len());
         for name in names {
             let credential = tokens::generate(tokens::AGENT_CREDENTIAL_PREFIX);
-            let agent = Agent::new_enrolled(
+            let mut agent = Agent::new_enrolled(
                 &credential,
                 name,
                 external_ip.clone(),
@@ -54,7 +54,7 @@ impl Fleet {
                 pin,
                 now,
             );
-            db::agents::upsert(&mut tx, &agent.to_row()).await?;
+            agent.liveness_id = db::agents::upsert(&mut tx, &agent.to_row()).await?;
             db::agents::insert_event(
                 &mut tx,
                 &NewAgentEvent {
@@ -412,7 +412,7 @@ mod tests {
         let stopped = db::now_ms() - 10 * minute;
         for ((id, _), last) in agents.iter().zip([stopped, stopped - 5 * minute]) {
             sqlx::query(
-                "UPDATE agent SET last_heartbeat_at = ?1, last_contact_at = ?1 WHERE agent_id = ?2",
+                "UPDATE agent_liveness SET last_heartbeat_at = ?1, last_contact_at = ?1 WHERE agent_id = ?2",
             )
             .bind(last)
             .bind(id)

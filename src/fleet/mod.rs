@@ -100,6 +100,9 @@ pub struct Agent {
     /// SHA-256 of the certificate the agent serves its API with, pinned at enrollment (None for
     /// agents enrolled before pinning: the console does not call those).
     pub tls_cert_sha256: Option<call::Pin>,
+    /// The key of the agent's `agent_liveness` row, which its timestamps are written by (0 until
+    /// the row is written at enrollment).
+    liveness_id: u32,
 }
 
 impl Agent {
@@ -142,6 +145,7 @@ impl Agent {
             last_poll_error: None,
             domains: Vec::new(),
             tls_cert_sha256,
+            liveness_id: 0,
         }
     }
 
@@ -172,6 +176,7 @@ impl Agent {
             last_poll_error: row.last_poll_error,
             domains: serde_json::from_str(&row.domains_json).unwrap_or_default(),
             tls_cert_sha256: row.tls_cert_sha256.as_deref().and_then(call::parse_pin),
+            liveness_id: u32::try_from(row.liveness_id).unwrap_or(0),
         }
     }
 
@@ -202,6 +207,7 @@ impl Agent {
             last_poll_error: self.last_poll_error.clone(),
             domains_json: serde_json::to_string(&self.domains).unwrap_or_else(|_| "[]".into()),
             tls_cert_sha256: self.tls_cert_sha256.as_ref().map(|pin| call::hex(pin)),
+            liveness_id: i64::from(self.liveness_id),
         }
     }
 
@@ -782,6 +788,7 @@ impl Fleet {
                 health_reason: inner.pools.texts.intern(row.health_reason),
                 checks,
                 registered_at: row.registered_at,
+                liveness_id: u32::try_from(row.liveness_id).unwrap_or(0),
                 last_contact_at: row.last_contact_at,
                 status_since: row.status_since,
                 health_since: row.health_since,
@@ -914,7 +921,7 @@ impl Fleet {
         }
         let credential = tokens::generate(tokens::AGENT_CREDENTIAL_PREFIX);
         let reinstalled = previous.is_some();
-        let agent = match previous {
+        let mut agent = match previous {
             Some(mut agent) => {
                 agent.credential_hash = tokens::digest_array(&credential);
                 agent.console_token_generation += 1;
@@ -942,7 +949,7 @@ impl Fleet {
                 now,
             ),
         };
-        db::agents::upsert(&mut tx, &agent.to_row()).await?;
+        agent.liveness_id = db::agents::upsert(&mut tx, &agent.to_row()).await?;
         let (action, what) = if reinstalled {
             ("agent.reinstall", "re-installed")
         } else {
@@ -1505,13 +1512,15 @@ impl Fleet {
     /// Writes changed agents, heartbeat timestamps and pending events in one transaction (group
     /// commit). On failure everything stays queued for the next attempt.
     pub async fn flush(&self) -> anyhow::Result<usize> {
-        let (rows, beats, mut events) = {
+        let (rows, beats, beat_ids, mut events) = {
             let mut guard = self.write();
             let Inner { slots, queues, .. } = &mut *guard;
             if queues.dirty.is_empty() && queues.beating.is_empty() && queues.events.is_empty() {
                 return Ok(0);
             }
             let mut beats = Vec::with_capacity(queues.beating.len());
+            // Whose stamps they are, to queue them again if the commit fails.
+            let mut beat_ids = Vec::with_capacity(queues.beating.len());
             for idx in std::mem::take(&mut queues.beating) {
                 let Some(slot) = slots.get_mut(idx).filter(|s| s.beating) else {
                     continue;
@@ -1520,8 +1529,9 @@ impl Fleet {
                 if slot.dirty {
                     continue; // its whole row is written below
                 }
+                beat_ids.push(slot.id);
                 beats.push(db::agents::HeartbeatStamp {
-                    agent_id: slot.id,
+                    liveness_id: i64::from(slot.liveness_id),
                     last_heartbeat_at: slot.last_heartbeat_at.get(),
                     last_contact_at: slot.last_contact_at,
                     uptime_seconds: slot.uptime_seconds.get(),
@@ -1536,7 +1546,7 @@ impl Fleet {
                 slot.dirty = false;
                 rows.push(idx);
             }
-            (rows, beats, std::mem::take(&mut queues.events))
+            (rows, beats, beat_ids, std::mem::take(&mut queues.events))
         };
         // In agent id order, the order of the events' index (see `insert_events`). Stable, so
         // each agent's events keep the order they happened in.
@@ -1576,7 +1586,7 @@ impl Fleet {
                     queues.mark_dirty(idx, slot);
                 }
             }
-            for id in beats.iter().map(|b| &b.agent_id) {
+            for id in &beat_ids {
                 if let Some(idx) = slots.find(id) {
                     if let Some(slot) = slots.get_mut(idx) {
                         queues.mark_beating(idx, slot);

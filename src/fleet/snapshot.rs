@@ -19,7 +19,7 @@ use crate::protocol::HealthCheck;
 use std::collections::HashMap;
 
 /// Bump when the layout or the meaning of a field changes: older snapshots are then ignored.
-pub const FORMAT: i64 = 1;
+pub const FORMAT: i64 = 2;
 const MAGIC: &[u8; 8] = b"HSFLEET\0";
 /// A reference to no value (an absent optional text).
 const NONE: u32 = u32::MAX;
@@ -136,6 +136,7 @@ impl Dictionary {
             slot.last_poll_at.get().unwrap_or(i64::MIN),
             slot.uptime_seconds.get().unwrap_or(i64::MIN),
             slot.enrollment_token_id.get().unwrap_or(i64::MIN),
+            i64::from(slot.liveness_id),
         ] {
             r.extend_from_slice(&n.to_le_bytes());
         }
@@ -302,6 +303,7 @@ fn record(r: &mut Reader<impl std::io::Read>, t: &Tables<'_>) -> Result<(Slot, u
         last_poll_at: optional_number(r.i64()?),
         uptime_seconds: optional_number(r.i64()?),
         enrollment_token_id: optional_number(r.i64()?),
+        liveness_id: u32::try_from(r.i64()?).map_err(|_| "liveness id out of range")?,
         console_token_generation: r.u32()?,
         heartbeat_interval_seconds: r.u32()?,
         name_pos: u32::MAX,
@@ -472,6 +474,8 @@ mod tests {
                 (i == 0).then_some([9; 32]),
                 1_000 + i as i64,
             );
+            // Keys as enrollment gives them; the largest one the console holds among them.
+            agent.liveness_id = [41, 42, u32::MAX][i];
             if i == 1 {
                 agent.listen_addr = Some("0.0.0.0:8443".into());
                 agent.last_poll_error = Some("connection refused".into());

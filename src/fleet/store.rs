@@ -150,6 +150,9 @@ pub(super) struct Slot {
     /// Interned: a fleet reports a handful of distinct sets.
     pub checks: Shared<Vec<HealthCheck>>,
     pub registered_at: i64,
+    /// The key of the agent's `agent_liveness` row, which its timestamps are written by. 32 bits
+    /// fit in the record's padding (enrollment refuses keys beyond them: see `db::agents::upsert`).
+    pub liveness_id: u32,
     pub last_contact_at: i64,
     pub status_since: i64,
     pub health_since: i64,
@@ -195,6 +198,7 @@ impl Slot {
             health_reason: pools.texts.intern(&agent.health_reason),
             checks: pools.checks.intern(&agent.checks),
             registered_at: agent.registered_at,
+            liveness_id: agent.liveness_id,
             last_contact_at: agent.last_contact_at,
             status_since: agent.status_since,
             health_since: agent.health_since,
@@ -243,6 +247,7 @@ impl Slot {
             last_poll_error: self.last_poll_error.as_deref().map(str::to_string),
             domains: self.domains.iter().map(|d| d.to_string()).collect(),
             tls_cert_sha256: self.tls_pin,
+            liveness_id: self.liveness_id,
         }
     }
 
