@@ -395,6 +395,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_start_from_the_table_heartbeats_reach_each_agents_own_liveness_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = fleet(dir.path()).await;
+        let agents = enroll(&before, &["quiet", "beating"]).await;
+        before.flush().await.unwrap();
+        drop(before);
+        let restarted = fleet(dir.path()).await;
+        let (id, name) = &agents[1];
+        // The first heartbeat changes the whole row; the second only its timestamps.
+        for uptime in [5, 7] {
+            let mut beat = heartbeat(name, vec![]);
+            beat.uptime_seconds = uptime;
+            restarted.heartbeat(id, beat, "127.0.0.1".into()).unwrap();
+            restarted.flush().await.unwrap();
+            let mut conn = restarted.db.acquire().await.unwrap();
+            let row = db::agents::get(&mut conn, id).await.unwrap().unwrap();
+            assert_eq!(
+                row.uptime_seconds,
+                Some(uptime as i64),
+                "written by its key"
+            );
+            assert!(row.last_heartbeat_at.is_some());
+        }
+        let mut conn = restarted.db.acquire().await.unwrap();
+        let quiet = db::agents::get(&mut conn, &agents[0].0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (quiet.last_heartbeat_at, quiet.uptime_seconds),
+            (None, None),
+            "the other agent's row is untouched"
+        );
+    }
+
+    #[tokio::test]
     async fn after_a_restart_only_agents_alive_when_the_console_stopped_get_time_to_check_in() {
         let dir = tempfile::tempdir().unwrap();
         let before = fleet(dir.path()).await;

@@ -788,13 +788,15 @@ impl Fleet {
                 health_reason: inner.pools.texts.intern(row.health_reason),
                 checks,
                 registered_at: row.registered_at,
-                liveness_id: u32::try_from(row.liveness_id).unwrap_or(0),
-                last_contact_at: row.last_contact_at,
+                // The liveness row, read next, fills these; without one the agent reads as not
+                // heard from since it registered.
+                liveness_id: 0,
+                last_contact_at: row.registered_at,
                 status_since: row.status_since,
                 health_since: row.health_since,
-                last_heartbeat_at: row.last_heartbeat_at.into(),
-                last_poll_at: row.last_poll_at.into(),
-                uptime_seconds: row.uptime_seconds.into(),
+                last_heartbeat_at: None.into(),
+                last_poll_at: None.into(),
+                uptime_seconds: None.into(),
                 enrollment_token_id: row.enrollment_token_id.into(),
                 console_token_generation: u32::try_from(row.console_token_generation)
                     .unwrap_or(u32::MAX),
@@ -810,6 +812,23 @@ impl Fleet {
             };
             count_version(&mut inner.versions, &slot.version, 1);
             inner.slots.push_loaded(slot);
+        })
+        .await?;
+        db::agents::for_each_liveness(db, |row| {
+            let Some(idx) = uuid::Uuid::parse_str(row.agent_id)
+                .ok()
+                .and_then(|id| inner.slots.find(&id))
+            else {
+                return; // an agent skipped above
+            };
+            let Some(slot) = inner.slots.get_mut(idx) else {
+                return;
+            };
+            slot.liveness_id = u32::try_from(row.liveness_id).unwrap_or(0);
+            slot.last_heartbeat_at = row.last_heartbeat_at.into();
+            slot.last_contact_at = row.last_contact_at;
+            slot.uptime_seconds = row.uptime_seconds.into();
+            slot.last_poll_at = row.last_poll_at.into();
         })
         .await?;
         if skipped > 0 {
