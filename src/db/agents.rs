@@ -84,6 +84,19 @@ pub async fn get(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result<Op
 /// The console holds that key in 32 bits, so the 4,294,967,296th enrollment of a database is
 /// refused (keys are never reused) rather than written under a key the console cannot hold.
 pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<u32> {
+    Ok(upsert_many(conn, std::slice::from_ref(row)).await?[0])
+}
+
+/// [`upsert`] for many agents (a batch enrollment): each `agent` row, then all the liveness rows
+/// with one statement. Returns the liveness keys in the order of `rows`.
+pub async fn upsert_many(conn: &mut SqliteConnection, rows: &[AgentRow]) -> sqlx::Result<Vec<u32>> {
+    for row in rows {
+        upsert_agent_row(conn, row).await?;
+    }
+    upsert_liveness(conn, rows).await
+}
+
+async fn upsert_agent_row(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO agent (agent_id, credential_hash, console_token_generation, machine_name, external_ip, \
            listen_addr, version, extension, environment, registered_at, enrollment_token_id, \
@@ -122,31 +135,53 @@ pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result
     .bind(&row.last_poll_error)
     .bind(&row.domains_json)
     .bind(&row.tls_cert_sha256)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    sqlx::query_scalar(
+    Ok(())
+}
+
+/// Writes the liveness rows of `rows` (new ones, or the existing ones of re-installed agents) and
+/// returns their keys in the order of `rows`.
+async fn upsert_liveness(conn: &mut SqliteConnection, rows: &[AgentRow]) -> sqlx::Result<Vec<u32>> {
+    type LivenessRow<'a> = (&'a str, Option<i64>, i64, Option<i64>, Option<i64>);
+    let packed: Vec<LivenessRow<'_>> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.agent_id.as_str(),
+                r.last_heartbeat_at,
+                r.last_contact_at,
+                r.uptime_seconds,
+                r.last_poll_at,
+            )
+        })
+        .collect();
+    // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
+    let written: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO agent_liveness (agent_id, last_heartbeat_at, last_contact_at, uptime_seconds, last_poll_at) \
-         VALUES (?, ?, ?, ?, ?) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true \
          ON CONFLICT (agent_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, \
            last_contact_at = excluded.last_contact_at, uptime_seconds = excluded.uptime_seconds, \
            last_poll_at = excluded.last_poll_at \
-         RETURNING liveness_id",
+         RETURNING agent_id, liveness_id",
     )
-    .bind(&row.agent_id)
-    .bind(row.last_heartbeat_at)
-    .bind(row.last_contact_at)
-    .bind(row.uptime_seconds)
-    .bind(row.last_poll_at)
-    .fetch_one(conn)
-    .await
-    .and_then(|id: i64| {
-        u32::try_from(id).map_err(|_| {
-            sqlx::Error::Protocol(format!(
-                "agent_liveness key {id} is beyond the 4,294,967,295 the console can hold: this \
-                 database has enrolled that many agents; start a new data directory"
-            ))
+    .bind(json_param(&packed)?)
+    .fetch_all(conn)
+    .await?;
+    let keys: std::collections::HashMap<String, i64> = written.into_iter().collect();
+    rows.iter()
+        .map(|r| {
+            let id = *keys.get(&r.agent_id).ok_or_else(|| {
+                sqlx::Error::Protocol(format!("no liveness row was written for agent {}", r.agent_id))
+            })?;
+            u32::try_from(id).map_err(|_| {
+                sqlx::Error::Protocol(format!(
+                    "agent_liveness key {id} is beyond the 4,294,967,295 the console can hold: this \
+                     database has enrolled that many agents; start a new data directory"
+                ))
+            })
         })
-    })
+        .collect()
 }
 
 /// Many rows as the one JSON text parameter that the batch statements unpack with `json_each`.

@@ -5,7 +5,7 @@ use super::{
     certificate_pin, pinned_note, usable_token, valid_machine_name, Agent, EnrollError, Fleet,
 };
 use crate::auth::tokens;
-use crate::db::{self, agents::NewAgentEvent, audit::NewAuditEntry};
+use crate::db::{self, agents::AgentEventRef, audit::NewAuditEntry};
 use crate::protocol::{BatchEnrollRequest, BatchEnrollResponse, BatchEnrolled};
 use serde_json::json;
 
@@ -43,7 +43,7 @@ impl Fleet {
         let mut answer = Vec::with_capacity(names.len());
         for name in names {
             let credential = tokens::generate(tokens::AGENT_CREDENTIAL_PREFIX);
-            let mut agent = Agent::new_enrolled(
+            let agent = Agent::new_enrolled(
                 &credential,
                 name,
                 external_ip.clone(),
@@ -54,22 +54,6 @@ impl Fleet {
                 pin,
                 now,
             );
-            agent.liveness_id = db::agents::upsert(&mut tx, &agent.to_row()).await?;
-            db::agents::insert_event(
-                &mut tx,
-                &NewAgentEvent {
-                    agent_id: agent.id.clone(),
-                    at: now,
-                    kind: "lifecycle",
-                    from_value: None,
-                    to_value: "enrolled".into(),
-                    reason: format!(
-                        "enrolled from {external_ip} in a batch with enrollment token #{}{}",
-                        token.enrollment_token_id, pinned
-                    ),
-                },
-            )
-            .await?;
             answer.push(BatchEnrolled {
                 agent_id: agent.id.clone(),
                 agent_credential: credential,
@@ -77,6 +61,36 @@ impl Fleet {
             });
             agents.push(agent);
         }
+        // The agent rows one by one, their liveness rows and events a statement each for the
+        // whole batch.
+        let rows: Vec<_> = agents.iter().map(Agent::to_row).collect();
+        let keys = db::agents::upsert_many(&mut tx, &rows).await?;
+        drop(rows);
+        for (agent, key) in agents.iter_mut().zip(keys) {
+            agent.liveness_id = key;
+        }
+        let reason = format!(
+            "enrolled from {external_ip} in a batch with enrollment token #{}{}",
+            token.enrollment_token_id, pinned
+        );
+        // In id order, the order of the events' index (see `insert_events`).
+        let mut ids: Vec<uuid::Uuid> = agents
+            .iter()
+            .map(|a| uuid::Uuid::parse_str(&a.id).expect("a new agent's id is a UUID"))
+            .collect();
+        ids.sort_unstable();
+        db::agents::insert_events(
+            &mut tx,
+            ids.iter().map(|&agent_id| AgentEventRef {
+                agent_id,
+                at: now,
+                kind: "lifecycle",
+                from_value: None,
+                to_value: "enrolled",
+                reason: &reason,
+            }),
+        )
+        .await?;
         // One audit entry for the batch: the token's creator is accountable for all of it.
         let actor = token.actor();
         db::audit::insert(
