@@ -84,19 +84,13 @@ pub async fn get(conn: &mut SqliteConnection, agent_id: &str) -> sqlx::Result<Op
 /// The console holds that key in 32 bits, so the 4,294,967,296th enrollment of a database is
 /// refused (keys are never reused) rather than written under a key the console cannot hold.
 pub async fn upsert(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<u32> {
-    Ok(upsert_many(conn, std::slice::from_ref(row)).await?[0])
+    upsert_agent_row(conn, row).await?;
+    Ok(upsert_liveness(conn, &[LivenessValues::of(row)]).await?[0])
 }
 
-/// [`upsert`] for many agents (a batch enrollment): each `agent` row, then all the liveness rows
-/// with one statement. Returns the liveness keys in the order of `rows`.
-pub async fn upsert_many(conn: &mut SqliteConnection, rows: &[AgentRow]) -> sqlx::Result<Vec<u32>> {
-    for row in rows {
-        upsert_agent_row(conn, row).await?;
-    }
-    upsert_liveness(conn, rows).await
-}
-
-async fn upsert_agent_row(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
+/// The `agent` row of [`upsert`] alone; a batch enrollment writes its agents' liveness rows
+/// afterwards, with one [`upsert_liveness`].
+pub async fn upsert_agent_row(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO agent (agent_id, credential_hash, console_token_generation, machine_name, external_ip, \
            listen_addr, version, extension, environment, registered_at, enrollment_token_id, \
@@ -140,15 +134,39 @@ async fn upsert_agent_row(conn: &mut SqliteConnection, row: &AgentRow) -> sqlx::
     Ok(())
 }
 
-/// Writes the liveness rows of `rows` (new ones, or the existing ones of re-installed agents) and
-/// returns their keys in the order of `rows`.
-async fn upsert_liveness(conn: &mut SqliteConnection, rows: &[AgentRow]) -> sqlx::Result<Vec<u32>> {
+/// An agent's liveness row as [`upsert_liveness`] writes it.
+pub struct LivenessValues<'a> {
+    pub agent_id: &'a str,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_contact_at: i64,
+    pub uptime_seconds: Option<i64>,
+    pub last_poll_at: Option<i64>,
+}
+
+impl<'a> LivenessValues<'a> {
+    pub fn of(row: &'a AgentRow) -> Self {
+        LivenessValues {
+            agent_id: &row.agent_id,
+            last_heartbeat_at: row.last_heartbeat_at,
+            last_contact_at: row.last_contact_at,
+            uptime_seconds: row.uptime_seconds,
+            last_poll_at: row.last_poll_at,
+        }
+    }
+}
+
+/// Writes the liveness rows of `rows` (new ones, or the existing ones of re-installed agents), with
+/// one statement, and returns their keys in the order of `rows`. Their agents' rows must exist.
+pub async fn upsert_liveness(
+    conn: &mut SqliteConnection,
+    rows: &[LivenessValues<'_>],
+) -> sqlx::Result<Vec<u32>> {
     type LivenessRow<'a> = (&'a str, Option<i64>, i64, Option<i64>, Option<i64>);
     let packed: Vec<LivenessRow<'_>> = rows
         .iter()
         .map(|r| {
             (
-                r.agent_id.as_str(),
+                r.agent_id,
                 r.last_heartbeat_at,
                 r.last_contact_at,
                 r.uptime_seconds,
@@ -156,22 +174,41 @@ async fn upsert_liveness(conn: &mut SqliteConnection, rows: &[AgentRow]) -> sqlx
             )
         })
         .collect();
-    // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
-    let written: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO agent_liveness (agent_id, last_heartbeat_at, last_contact_at, uptime_seconds, last_poll_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true \
-         ON CONFLICT (agent_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, \
-           last_contact_at = excluded.last_contact_at, uptime_seconds = excluded.uptime_seconds, \
-           last_poll_at = excluded.last_poll_at \
-         RETURNING agent_id, liveness_id",
-    )
-    .bind(json_param(&packed)?)
-    .fetch_all(conn)
-    .await?;
-    let keys: std::collections::HashMap<String, i64> = written.into_iter().collect();
+    // Where each agent is in `rows`: the returned keys are matched by id, borrowing the texts
+    // (a String per returned row left a batch enrollment's heap megabytes larger).
+    let position: std::collections::HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.agent_id, i))
+        .collect();
+    let mut keys: Vec<Option<i64>> = vec![None; rows.len()];
+    let json = json_param(&packed)?;
+    drop(packed);
+    {
+        use futures::TryStreamExt;
+        use sqlx::Row;
+        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join constraint.
+        let mut returned = sqlx::query(
+            "INSERT INTO agent_liveness (agent_id, last_heartbeat_at, last_contact_at, uptime_seconds, last_poll_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true \
+             ON CONFLICT (agent_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, \
+               last_contact_at = excluded.last_contact_at, uptime_seconds = excluded.uptime_seconds, \
+               last_poll_at = excluded.last_poll_at \
+             RETURNING agent_id, liveness_id",
+        )
+        .bind(json)
+        .fetch(conn);
+        while let Some(row) = returned.try_next().await? {
+            let agent_id: &str = row.try_get(0)?;
+            if let Some(&i) = position.get(agent_id) {
+                keys[i] = Some(row.try_get(1)?);
+            }
+        }
+    }
     rows.iter()
-        .map(|r| {
-            let id = *keys.get(&r.agent_id).ok_or_else(|| {
+        .zip(keys)
+        .map(|(r, key)| {
+            let id = key.ok_or_else(|| {
                 sqlx::Error::Protocol(format!("no liveness row was written for agent {}", r.agent_id))
             })?;
             u32::try_from(id).map_err(|_| {

@@ -12,6 +12,9 @@ use serde_json::json;
 /// Most agents one batch may enroll (keeps one transaction and one response bounded).
 pub const MAX_BATCH: usize = 10_000;
 
+/// Agents of a batch enrollment whose liveness rows and events go in one statement.
+const ROWS_PER_CHUNK: usize = 1_000;
+
 impl Fleet {
     pub async fn enroll_batch(
         &self,
@@ -61,36 +64,52 @@ impl Fleet {
             });
             agents.push(agent);
         }
-        // The agent rows one by one, their liveness rows and events a statement each for the
-        // whole batch.
-        let rows: Vec<_> = agents.iter().map(Agent::to_row).collect();
-        let keys = db::agents::upsert_many(&mut tx, &rows).await?;
-        drop(rows);
-        for (agent, key) in agents.iter_mut().zip(keys) {
-            agent.liveness_id = key;
-        }
+        // The agent rows one by one (each built and dropped in turn), then their liveness rows
+        // and events a statement per chunk. For 100,000 enrollments: a statement per agent took
+        // 24 s; per batch of 10,000, 13 s but a peak of 63–65 MiB (each statement's JSON and
+        // returned keys); per 1,000, 17 s and 57–60 MiB, as with a statement per agent.
         let reason = format!(
             "enrolled from {external_ip} in a batch with enrollment token #{}{}",
             token.enrollment_token_id, pinned
         );
-        // In id order, the order of the events' index (see `insert_events`).
-        let mut ids: Vec<uuid::Uuid> = agents
-            .iter()
-            .map(|a| uuid::Uuid::parse_str(&a.id).expect("a new agent's id is a UUID"))
-            .collect();
-        ids.sort_unstable();
-        db::agents::insert_events(
-            &mut tx,
-            ids.iter().map(|&agent_id| AgentEventRef {
-                agent_id,
-                at: now,
-                kind: "lifecycle",
-                from_value: None,
-                to_value: "enrolled",
-                reason: &reason,
-            }),
-        )
-        .await?;
+        for chunk in agents.chunks_mut(ROWS_PER_CHUNK) {
+            for agent in chunk.iter() {
+                db::agents::upsert_agent_row(&mut tx, &agent.to_row()).await?;
+            }
+            let liveness: Vec<db::agents::LivenessValues<'_>> = chunk
+                .iter()
+                .map(|a| db::agents::LivenessValues {
+                    agent_id: &a.id,
+                    last_heartbeat_at: a.last_heartbeat_at,
+                    last_contact_at: a.last_contact_at,
+                    uptime_seconds: a.uptime_seconds,
+                    last_poll_at: a.last_poll_at,
+                })
+                .collect();
+            let keys = db::agents::upsert_liveness(&mut tx, &liveness).await?;
+            drop(liveness);
+            for (agent, key) in chunk.iter_mut().zip(keys) {
+                agent.liveness_id = key;
+            }
+            // In id order, the order of the events' index (see `insert_events`).
+            let mut ids: Vec<uuid::Uuid> = chunk
+                .iter()
+                .map(|a| uuid::Uuid::parse_str(&a.id).expect("a new agent's id is a UUID"))
+                .collect();
+            ids.sort_unstable();
+            db::agents::insert_events(
+                &mut tx,
+                ids.iter().map(|&agent_id| AgentEventRef {
+                    agent_id,
+                    at: now,
+                    kind: "lifecycle",
+                    from_value: None,
+                    to_value: "enrolled",
+                    reason: &reason,
+                }),
+            )
+            .await?;
+        }
         // One audit entry for the batch: the token's creator is accountable for all of it.
         let actor = token.actor();
         db::audit::insert(
@@ -406,6 +425,37 @@ mod tests {
         assert_eq!(fleet.prune_events().await.unwrap(), 2);
         assert!(kinds().await.is_empty());
         assert_eq!(fleet.prune_events().await.unwrap(), 0, "an empty table");
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_a_chunk_gets_every_agent_its_own_liveness_row_and_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = fleet(dir.path()).await;
+        let names: Vec<String> = (0..2_500).map(|i| format!("bulk-{i:04}")).collect();
+        let agents = enroll(
+            &fleet,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+        let mut conn = fleet.db.acquire().await.unwrap();
+        let mut keys = std::collections::HashSet::new();
+        for (id, _) in &agents {
+            let stored = db::agents::get(&mut conn, id).await.unwrap().unwrap();
+            assert_eq!(
+                stored.liveness_id,
+                fleet.get(id).unwrap().to_row().liveness_id,
+                "the key in memory is the row's"
+            );
+            keys.insert(stored.liveness_id);
+        }
+        assert_eq!(keys.len(), 2_500, "one row each");
+        let events: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT agent_id) FROM agent_event WHERE to_value = 'enrolled'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(events, 2_500);
     }
 
     #[tokio::test]
