@@ -752,5 +752,19 @@ mod tests {
             (row.machine_name.as_str(), row.last_contact_at),
             ("dc3", 8000)
         );
+
+        // Once the keys pass what the console holds (32 bits), enrollment is refused, saying why.
+        sqlx::query("UPDATE sqlite_sequence SET seq = 4294967295 WHERE name = 'agent_liveness'")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let mut last = row.clone();
+        last.agent_id = A1.into();
+        last.credential_hash = A1.as_bytes().to_vec();
+        let refused = upsert(&mut conn, &last).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("4294967296") && refused.contains("start a new data directory"),
+            "{refused}"
+        );
     }
 }
