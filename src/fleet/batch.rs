@@ -76,16 +76,7 @@ impl Fleet {
             for agent in chunk.iter() {
                 db::agents::upsert_agent_row(&mut tx, &agent.to_row()).await?;
             }
-            let liveness: Vec<db::agents::LivenessValues<'_>> = chunk
-                .iter()
-                .map(|a| db::agents::LivenessValues {
-                    agent_id: &a.id,
-                    last_heartbeat_at: a.last_heartbeat_at,
-                    last_contact_at: a.last_contact_at,
-                    uptime_seconds: a.uptime_seconds,
-                    last_poll_at: a.last_poll_at,
-                })
-                .collect();
+            let liveness: Vec<_> = chunk.iter().map(Agent::liveness).collect();
             let keys = db::agents::upsert_liveness(&mut tx, &liveness).await?;
             drop(liveness);
             for (agent, key) in chunk.iter_mut().zip(keys) {

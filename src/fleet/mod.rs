@@ -211,6 +211,17 @@ impl Agent {
         }
     }
 
+    /// Its liveness row's values, borrowed (what [`Self::to_row`] would copy into the row).
+    fn liveness(&self) -> db::agents::LivenessValues<'_> {
+        db::agents::LivenessValues {
+            agent_id: &self.id,
+            last_heartbeat_at: self.last_heartbeat_at,
+            last_contact_at: self.last_contact_at,
+            uptime_seconds: self.uptime_seconds,
+            last_poll_at: self.last_poll_at,
+        }
+    }
+
     /// What the audit log keeps about an agent (no credential material).
     pub fn audit_json(&self) -> serde_json::Value {
         json!({
