@@ -59,7 +59,7 @@ impl AppError {
         )
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, String) {
+    pub(super) fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             AppError::Client {
                 status,
