@@ -14,8 +14,6 @@ use subtle::ConstantTimeEq;
 pub const ENROLLMENT_PREFIX: &str = "hset_";
 pub const AGENT_CREDENTIAL_PREFIX: &str = "hsac_";
 pub const CONSOLE_TOKEN_PREFIX: &str = "hsct_";
-/// The prefix and 32 bytes in unpadded base64.
-const CONSOLE_TOKEN_LEN: usize = CONSOLE_TOKEN_PREFIX.len() + 43;
 pub const API_TOKEN_PREFIX: &str = "hsapi_";
 pub const SESSION_PREFIX: &str = "hss_";
 
@@ -104,53 +102,19 @@ impl ConsoleKey {
     }
 
     fn mac(&self, purpose: &str, input: &str) -> [u8; 32] {
-        self.mac_of(purpose, &[input.as_bytes()])
-    }
-
-    /// The MAC of `purpose`, a zero byte, then `parts` one after the other.
-    fn mac_of(&self, purpose: &str, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
-        for part in parts {
-            mac.update(part);
-        }
+        mac.update(input.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
     /// The bearer token the console presents to an agent: derived, so the database never holds it.
     /// Bumping `generation` (at re-install) rotates it.
     pub fn console_token(&self, agent_id: &str, generation: i64) -> String {
-        let mut token = String::with_capacity(CONSOLE_TOKEN_LEN);
-        self.push_console_token(&mut token, agent_id.as_bytes(), generation);
-        token
-    }
-
-    /// `Bearer <console token>`, the `Authorization` value of a call to an agent, written into one
-    /// buffer: a poll round makes one per agent.
-    pub fn console_authorization(&self, agent_id: &uuid::Uuid, generation: i64) -> String {
-        let mut value = String::with_capacity("Bearer ".len() + CONSOLE_TOKEN_LEN);
-        value.push_str("Bearer ");
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = agent_id.hyphenated().encode_lower(&mut id);
-        self.push_console_token(&mut value, id.as_bytes(), generation);
-        value
-    }
-
-    /// Appends the token for the agent whose id (its text form) is `agent_id`: the MAC of
-    /// `<id>/<generation>`.
-    fn push_console_token(&self, out: &mut String, agent_id: &[u8], generation: i64) {
-        let mut digits = [0u8; 20];
-        let written = {
-            let mut unwritten = &mut digits[..];
-            // An i64 has at most 20 characters in decimal: the buffer cannot run out.
-            let _ = write!(unwritten, "{generation}");
-            20 - unwritten.len()
-        };
-        let mac = self.mac_of("console-to-agent", &[agent_id, b"/", &digits[..written]]);
-        out.push_str(CONSOLE_TOKEN_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(mac, out);
+        let mac = self.mac("console-to-agent", &format!("{agent_id}/{generation}"));
+        format!("{CONSOLE_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(mac))
     }
 
     /// The CSRF token bound to a session (or pre-session) cookie value.
@@ -192,23 +156,13 @@ mod tests {
         assert_ne!(k1.console_token("a", 1), k1.console_token("a", 2));
         assert_ne!(k1.console_token("a", 1), k1.console_token("b", 1));
         assert_ne!(k1.console_token("a", 1), k2.console_token("a", 1));
-        // The derivation agents were enrolled with: a new one would lock every agent out.
+        // The derivation agents were enrolled with: another one would lock every agent out. The
+        // value is HMAC-SHA256(key, "console-to-agent\0a/1") in unpadded base64url, computed with
+        // Python's hmac module.
         assert_eq!(
             k1.console_token("a", 1),
-            format!(
-                "{CONSOLE_TOKEN_PREFIX}{}",
-                URL_SAFE_NO_PAD.encode(k1.mac("console-to-agent", "a/1"))
-            )
+            "hsct_tWx0Y0-QUmeTwoPxhRw0m6sUAdlB44vU9-nf2_TI6a0"
         );
-        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        for generation in [0, 7, -3, i64::MAX, i64::MIN] {
-            let token = k1.console_token(&id.to_string(), generation);
-            assert_eq!(token.len(), CONSOLE_TOKEN_LEN);
-            assert_eq!(
-                k1.console_authorization(&id, generation),
-                format!("Bearer {token}")
-            );
-        }
         let csrf = k1.csrf_token("session");
         assert!(k1.verify_csrf("session", &csrf));
         assert!(!k1.verify_csrf("other", &csrf));

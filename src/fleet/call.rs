@@ -272,7 +272,7 @@ impl Fleet {
         if !path.starts_with('/') {
             return Err(format!("agent API path {path:?} does not start with /"));
         }
-        let (url, authorization) = {
+        let (url, token) = {
             let inner = self.read();
             let agent = inner
                 .slots
@@ -283,17 +283,10 @@ impl Fleet {
             let pin = agent.tls_pin.ok_or(NO_PIN)?;
             (
                 agent_url(&agent.id, &pin, addr.port(), path),
-                self.console_authorization_for(agent),
+                self.console_token_for(agent),
             )
         };
-        // `Bearer` and the token come in one buffer, which the header takes without a copy.
-        let mut authorization = reqwest::header::HeaderValue::try_from(authorization)
-            .map_err(|_| "the console token is not a valid header value".to_string())?;
-        authorization.set_sensitive(true);
-        Ok(self
-            .http
-            .request(method, url)
-            .header(reqwest::header::AUTHORIZATION, authorization))
+        Ok(self.http.request(method, url).bearer_auth(token))
     }
 }
 

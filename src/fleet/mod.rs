@@ -1659,10 +1659,12 @@ impl Fleet {
         }
     }
 
-    /// `Bearer <the token the console presents when calling this agent>`.
-    fn console_authorization_for(&self, slot: &Slot) -> String {
-        self.key
-            .console_authorization(&slot.id, i64::from(slot.console_token_generation))
+    /// The token the console presents when calling this agent.
+    fn console_token_for(&self, slot: &Slot) -> String {
+        self.key.console_token(
+            &slot.id.to_string(),
+            i64::from(slot.console_token_generation),
+        )
     }
 
     /// Runs the flusher, the sweeper and the poller until `shutdown` fires, then flushes a last time.
